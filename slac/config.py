@@ -1,0 +1,355 @@
+"""One typed configuration tree: defaults, named presets, YAML files and ``key=value`` overrides.
+
+Defaults are Safe SLAC's published settings (Hogewind et al., ICLR 2023; the LAVA-LAB/safe-slac
+``configuration.py``). Presets in ``configs/<name>.yaml`` override a subset. Every field has a
+one-line docstring (the comment above it); unknown keys are an :class:`~envs.errors.InputError`.
+
+Step counts are *agent steps* (one policy decision = ``action_repeat`` simulator steps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from envs.errors import InputError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    """The latent variable model (Safe SLAC = SLAC + a cost head)."""
+
+    # encoder output size per frame (Safe SLAC: 200)
+    feature_dim: int = 200
+    # size of the first latent level z1 (SLAC: 32)
+    z1_dim: int = 32
+    # size of the second latent level z2 (Safe SLAC: 200)
+    z2_dim: int = 200
+    # hidden layer sizes of every MLP inside the model
+    hidden_units: list[int] = field(default_factory=lambda: [256, 256])
+    # std of the Gaussian image likelihood, in [0, 1] pixel units (Safe SLAC's image_noise)
+    image_noise: float = 0.4
+    # number of transitions per training sequence S (each sample has S+1 frames)
+    sequence_length: int = 10
+    # sequences per model update
+    batch_size: int = 32
+    # Adam learning rate of the model
+    lr: float = 1e-4
+    # global gradient-norm clip for the model
+    grad_clip_norm: float = 40.0
+
+
+@dataclass
+class AgentConfig:
+    """The SAC-Lagrangian agent acting on the latent state (z1, z2)."""
+
+    # hidden layer sizes of actor and critics
+    hidden_units: list[int] = field(default_factory=lambda: [256, 256])
+    # transitions per agent update
+    batch_size: int = 64
+    # Adam learning rate of actor, critics and alpha
+    lr: float = 2e-4
+    # reward discount
+    gamma: float = 0.99
+    # cost discount (Safe SLAC: 0.995)
+    gamma_c: float = 0.995
+    # soft target update coefficient
+    tau: float = 5e-3
+    # initial entropy weight alpha (Safe SLAC: 4e-3)
+    init_alpha: float = 4e-3
+    # target entropy; null means -action_dim
+    target_entropy: float | None = None
+    # episode cost budget per 1000 simulator steps (Safety Gym convention: 25)
+    budget: float = 25.0
+    # how lambda is updated: 'gradient' (plain dual ascent) or 'pid' (Stooke et al., 2020)
+    lagrangian: str = "gradient"
+    # initial Lagrange multiplier (Safe SLAC: 0.02)
+    init_lagrange: float = 0.02
+    # learning rate of lambda in the gradient update
+    lagrange_lr: float = 2e-4
+    # PID Lagrangian gains (used when lagrangian == 'pid')
+    pid_kp: float = 0.05
+    pid_ki: float = 0.005
+    pid_kd: float = 0.1
+    # global gradient-norm clip for actor and critics
+    grad_clip_norm: float = 40.0
+
+
+@dataclass
+class AdversaryConfig:
+    """Adversarial perturbation of what the agent learns from (source phase)."""
+
+    # none | random | image | latent
+    kind: str = "none"
+    # mc (max cost critic) | mr (min reward critic) | mad (max action deviation)
+    objective: str = "mc"
+    # ball radius: [0, 1] pixel units for image, posterior-std (or norm) units for latent
+    epsilon: float = 0.0
+    # projected gradient steps (1 = FGSM)
+    steps: int = 3
+    # step size per gradient step; null means 2.5 * epsilon / steps
+    step_size: float | None = None
+    # constant | linear (ramp epsilon from 0 over ramp_steps)
+    schedule: str = "constant"
+    # agent steps of the linear ramp
+    ramp_steps: int = 100_000
+    # share of each agent batch that is perturbed
+    fraction: float = 0.5
+    # latent attacks: which latent is perturbed: z1 | z2 | both
+    latent_part: str = "both"
+    # latent attacks: ball norm: std (L-inf in posterior-std units) | linf | l2
+    latent_norm: str = "std"
+    # critic targets from clean or perturbed next latents
+    targets: str = "clean"
+    # also train the world model's ELBO on perturbed images
+    perturb_model: bool = False
+    # weight of the smoothness regulariser (change of pi and Qc, clean vs perturbed); 0 = off
+    smoothness_coef: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    # total agent steps of this phase (Safe SLAC: 2e6 simulator steps = 1e6 at action repeat 2)
+    steps: int = 1_000_000
+    # agent steps of random-action collection before any update
+    initial_collection_steps: int = 30_000
+    # model-only updates after the initial collection (Safe SLAC: 30,000)
+    initial_learning_steps: int = 30_000
+    # replay buffer capacity in agent steps
+    buffer_size: int = 200_000
+    # gradient updates (one model + one agent) per agent step
+    updates_per_step: float = 1.0
+    # agent steps collected between bursts of updates (Safe SLAC: 100)
+    update_every: int = 100
+    # agent steps between evaluations (Safe SLAC: 25,000 simulator steps)
+    eval_interval: int = 12_500
+    # episodes per evaluation
+    eval_episodes: int = 10
+    # agent steps between metric logs
+    log_interval: int = 1_000
+    # agent steps between checkpoints (the latest is always overwritten; these are kept)
+    checkpoint_interval: int = 50_000
+    # agent steps between image reconstructions in TensorBoard; 0 = never
+    image_log_interval: int = 25_000
+    # torch threads (0 = torch default)
+    threads: int = 0
+
+
+@dataclass
+class Config:
+    """Everything a run needs; saved as YAML in the run directory and inside every checkpoint."""
+
+    # env name accepted by envs.make (set from --env or --shift)
+    env: str = ""
+    # keyword overrides passed to envs.make (e.g. action_repeat, image_size)
+    env_overrides: dict[str, Any] = field(default_factory=dict)
+    # random seed for torch, numpy and the env
+    seed: int = 0
+    # auto | cpu | cuda
+    device: str = "auto"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def presets() -> list[str]:
+    """Names of the preset files in configs/."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict, cls=Config, prefix: str = ""):
+    """Build a config from a (partial) nested dict; unknown keys raise InputError."""
+    if not isinstance(data, dict):
+        raise InputError(f"config section {prefix or '<root>'!r} must be a mapping, got {data!r}")
+    obj = cls()
+    return _apply(obj, data, prefix)
+
+
+def _apply(obj, data: dict, prefix: str):
+    hints = get_type_hints(type(obj))
+    valid = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in valid:
+            raise InputError(f"unknown config key {path!r}; valid keys here: {', '.join(valid)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise InputError(f"config key {path!r} is a section; give {path}.<key>=value")
+            _apply(current, value, path + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+    return obj
+
+
+def _coerce(value, hint, path: str):
+    """Check/convert a value to the field's declared type, with a clear error."""
+    origin, args = get_origin(hint), get_args(hint)
+    if args and type(None) in args:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = get_origin(hint), get_args(hint)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            if not isinstance(value, (bool, int)):
+                raise ValueError
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if isinstance(value, str):
+                value = float(value) if any(c in value for c in ".eE") else int(value)
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            return str(value)
+        if origin is list:
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if not isinstance(value, list):
+                raise ValueError
+            return [_coerce(v, args[0], path) for v in value]
+        if origin is dict:
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except (ValueError, TypeError, yaml.YAMLError):
+        raise InputError(f"config key {path!r} expects {_type_name(hint)}, got {value!r}") from None
+    return value
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _parse_set(item: str) -> dict:
+    """'agent.lr=3e-4' -> {'agent': {'lr': 3e-4}} (value parsed as YAML)."""
+    if "=" not in item:
+        raise InputError(f"--set expects key=value (e.g. agent.lr=3e-4), got {item!r}")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw else ""
+    if key.startswith("env_overrides."):
+        return {"env_overrides": {key.split(".", 1)[1]: value}}
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    return data
+
+
+def resolve(preset: str | None = None, files: list[str | Path] = (), sets: list[str] = (),
+            base: dict | None = None) -> Config:
+    """defaults ← base (e.g. a checkpoint's config) ← preset ← files ← --set overrides."""
+    data: dict = base or {}
+    if preset:
+        if preset not in presets():
+            raise InputError(f"unknown preset {preset!r}; valid: {', '.join(presets())}")
+        data = _deep_merge(data, load_yaml(PRESET_DIR / f"{preset}.yaml"))
+    for f in files:
+        data = _deep_merge(data, load_yaml(f))
+    for s in sets:
+        data = _deep_merge(data, _parse_set(s))
+    cfg = from_dict(data)
+    validate(cfg)
+    return cfg
+
+
+_CHOICES = {
+    "device": ("auto", "cpu", "cuda"),
+    "agent.lagrangian": ("gradient", "pid"),
+    "adversary.kind": ("none", "random", "image", "latent"),
+    "adversary.objective": ("mc", "mr", "mad"),
+    "adversary.schedule": ("constant", "linear"),
+    "adversary.latent_part": ("z1", "z2", "both"),
+    "adversary.latent_norm": ("std", "linf", "l2"),
+    "adversary.targets": ("clean", "perturbed"),
+}
+
+
+def validate(cfg: Config) -> None:
+    """Range and choice checks; raises InputError naming the key and the valid values."""
+    flat = _flatten(to_dict(cfg))
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise InputError(f"config key {key!r} is {flat[key]!r}; valid: {', '.join(choices)}")
+    positive = ["model.feature_dim", "model.z1_dim", "model.z2_dim", "model.image_noise",
+                "model.sequence_length", "model.batch_size", "model.lr", "agent.batch_size",
+                "agent.lr", "train.steps", "train.buffer_size", "train.update_every",
+                "train.eval_episodes", "train.log_interval", "train.checkpoint_interval",
+                "train.eval_interval"]
+    for key in positive:
+        if not flat[key] > 0:
+            raise InputError(f"config key {key!r} must be > 0, got {flat[key]!r}")
+    nonneg = ["train.initial_collection_steps", "train.initial_learning_steps", "train.updates_per_step",
+              "agent.budget", "agent.init_lagrange", "agent.init_alpha", "adversary.epsilon",
+              "adversary.smoothness_coef", "train.image_log_interval", "train.threads"]
+    for key in nonneg:
+        if not flat[key] >= 0:
+            raise InputError(f"config key {key!r} must be >= 0, got {flat[key]!r}")
+    for key in ("agent.gamma", "agent.gamma_c", "agent.tau", "adversary.fraction"):
+        if not 0 <= flat[key] <= 1:
+            raise InputError(f"config key {key!r} must be in [0, 1], got {flat[key]!r}")
+    if cfg.adversary.steps < 1:
+        raise InputError(f"config key 'adversary.steps' must be >= 1, got {cfg.adversary.steps}")
+    if cfg.train.buffer_size < cfg.model.sequence_length + 1:
+        raise InputError("config key 'train.buffer_size' must hold at least one sequence "
+                         f"({cfg.model.sequence_length + 1} frames)")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "env_overrides":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def save_yaml(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
