@@ -1,0 +1,70 @@
+"""One place that decides where metrics go: metrics.jsonl, TensorBoard and the progress bar.
+
+Update functions return ``{name: float}`` dicts with stable, prefixed names (``loss/kl``,
+``train/episode_cost``, ``eval/return``, ``target/lifetime_cost``); the logger averages what it
+received since the last write and sends the same scalars to every sink.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+class Logger:
+    def __init__(self, out_dir: str | Path, tensorboard: bool = True):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.out_dir / "metrics.jsonl", "a")
+        self._sums: dict[str, float] = defaultdict(float)
+        self._counts: dict[str, int] = defaultdict(int)
+        self._writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def accumulate(self, metrics: dict[str, float]) -> None:
+        """Add values to be averaged at the next :meth:`write`."""
+        for k, v in metrics.items():
+            self._sums[k] += float(v)
+            self._counts[k] += 1
+
+    def write(self, step: int, metrics: dict[str, float] | None = None) -> dict[str, float]:
+        """Average the accumulated values, add ``metrics``, and write one record at ``step``."""
+        record = {k: self._sums[k] / self._counts[k] for k in self._sums}
+        record.update({k: float(v) for k, v in (metrics or {}).items()})
+        self._sums.clear()
+        self._counts.clear()
+        line = {"step": step, **{k: _finite_or_str(v) for k, v in record.items()}}
+        self._jsonl.write(json.dumps(line) + "\n")
+        self._jsonl.flush()
+        if self._writer is not None:
+            for k, v in record.items():
+                self._writer.add_scalar(k, v, step)
+            self._writer.flush()
+        return record
+
+    def image(self, tag: str, image_chw: np.ndarray, step: int) -> None:
+        if self._writer is not None:
+            self._writer.add_image(tag, image_chw, step, dataformats="CHW")
+            self._writer.flush()
+
+    def close(self) -> None:
+        self._jsonl.close()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _finite_or_str(v: float):
+    return v if math.isfinite(v) else str(v)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Read a metrics.jsonl file back (for plots and tests)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,73 @@
+"""Acting online: filter the latent state step by step and query the actor.
+
+The posterior is updated with each new frame (``LatentModel.filter_step``), never by re-encoding
+the history. Used by the trainer (collection, evaluation) and by ``evaluate.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from slac.latent import to_float
+
+
+class LatentPolicy:
+    """π(a | z_t) with z_t filtered from the observation/action history of the current episode."""
+
+    def __init__(self, model, agent, device: torch.device, deterministic: bool = False):
+        self.model, self.agent, self.device = model, agent, device
+        self.deterministic = deterministic
+        self.state: dict | None = None
+
+    def _image(self, obs: np.ndarray) -> torch.Tensor:
+        return to_float(torch.as_tensor(obs, device=self.device).unsqueeze(0))  # (1, C, H, W)
+
+    @torch.no_grad()
+    def reset(self, obs: np.ndarray) -> None:
+        """Start a new episode from its first frame: q(z1_0 | x_0), p(z2_0 | z1_0)."""
+        self.state = self.model.init_filter(self._image(obs), sample=not self.deterministic)
+
+    @torch.no_grad()
+    def act(self) -> np.ndarray:
+        action = self.agent.act(self.state["z"], deterministic=self.deterministic)
+        return action[0].cpu().numpy()
+
+    @torch.no_grad()
+    def observe(self, action: np.ndarray, obs: np.ndarray) -> None:
+        """Fold in the action just taken and the frame it produced."""
+        a = torch.as_tensor(action, dtype=torch.float32, device=self.device).unsqueeze(0)
+        self.state = self.model.filter_step(self.state, self._image(obs), a, sample=not self.deterministic)
+
+
+@dataclass
+class Episode:
+    episode_return: float
+    episode_cost: float
+    length: int
+
+
+def run_episode(env, policy: LatentPolicy, seed: int | None,
+                on_step: Callable[[dict], None] | None = None) -> Episode:
+    """Run one episode to its end; ``on_step`` (if given) sees every step's data (for videos)."""
+    obs, info = env.reset(seed=seed)
+    policy.reset(obs)
+    total_reward = total_cost = 0.0
+    length = 0
+    done = False
+    while not done:
+        action = policy.act()
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        total_reward += float(reward)
+        total_cost += float(info["cost"])
+        length += 1
+        if on_step is not None:
+            on_step({"obs": obs, "action": action, "reward": float(reward), "cost": float(info["cost"]),
+                     "next_obs": next_obs, "policy_state": policy.state, "step": length})
+        policy.observe(action, next_obs)
+        obs = next_obs
+        done = terminated or truncated
+    return Episode(total_reward, total_cost, length)

@@ -1,0 +1,80 @@
+"""Turning command-line choices into a configured Trainer (kept out of train.py so tests can call it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import envs
+from envs.errors import InputError, unknown
+from slac import checkpoint, config
+from slac.trainer import Trainer, load_config_of
+
+
+@dataclass
+class RunRequest:
+    phase: str = "source"
+    env: str | None = None
+    shift: str | None = None
+    checkpoint: str | None = None
+    preset: str | None = None
+    config_files: list[str] = field(default_factory=list)
+    sets: list[str] = field(default_factory=list)
+    seed: int | None = None
+    steps: int | None = None
+    device: str | None = None
+    out: str | None = None
+    resume: str | None = None
+
+
+def env_for(request: RunRequest) -> str:
+    """The env of this phase: --env, or the source/target side of --shift."""
+    if (request.env is None) == (request.shift is None):
+        raise InputError("give exactly one of --env NAME or --shift NAME "
+                         "(list them with: python -m envs --list)")
+    if request.shift is not None:
+        if request.shift not in envs.SHIFTS:
+            raise unknown("shift", request.shift, envs.SHIFTS)
+        shift = envs.SHIFTS[request.shift]
+        return shift.source if request.phase == "source" else shift.target
+    if request.env not in envs.names():
+        raise unknown("env", request.env, envs.names())
+    return request.env
+
+
+def make_trainer(request: RunRequest, progress: bool = True) -> Trainer:
+    if request.resume:
+        state = checkpoint.load(request.resume)
+        cfg = load_config_of(state)
+        if request.steps is not None:  # allow extending a finished run
+            cfg.train.steps = request.steps
+        return Trainer(cfg, Path(request.resume), state["phase"], resume_from=state, progress=progress)
+
+    if request.phase not in ("source", "target"):
+        raise InputError(f"unknown phase {request.phase!r}; valid: source, target")
+    if request.out is None:
+        raise InputError("--out DIR is required (the run directory for config, checkpoints and logs)")
+    out = Path(request.out)
+    if (out / "checkpoints" / checkpoint.LATEST).exists():
+        raise InputError(f"{str(out)!r} already holds a run; continue it with --resume {out} "
+                         "or choose a new --out")
+    env_name = env_for(request)
+    init_state = None
+    base: dict = {}
+    if request.phase == "target":
+        if request.checkpoint is None:
+            raise InputError("--phase target needs --checkpoint RUN_DIR_OR_FILE (a source run to fine-tune)")
+        init_state = checkpoint.load(request.checkpoint)
+        base = init_state["config"]  # same model sizes and env overrides as the source run
+        base = {**base, "adversary": {}}  # the adversary is a source-phase tool (set it again to keep it)
+    elif request.checkpoint is not None:
+        raise InputError("--checkpoint is for --phase target (or use --resume DIR to continue a run)")
+    sets = list(request.sets) + [f"env={env_name}"]
+    if request.seed is not None:
+        sets.append(f"seed={request.seed}")
+    if request.steps is not None:
+        sets.append(f"train.steps={request.steps}")
+    if request.device is not None:
+        sets.append(f"device={request.device}")
+    cfg = config.resolve(request.preset, request.config_files, sets, base=base)
+    return Trainer(cfg, out, request.phase, init_from=init_state, progress=progress)

@@ -1,0 +1,64 @@
+"""Train Safe SLAC in the source task, or fine-tune a source checkpoint in the target task.
+
+    python train.py --phase source --shift NAME | --env NAME [--preset smoke|cpu-small|paper]
+                    [--config FILE] [--set key=value ...] [--seed N] [--steps N]
+                    [--device auto|cpu|cuda] --out DIR
+    python train.py --phase target --shift NAME | --env NAME --checkpoint RUN_DIR_OR_FILE [...] --out DIR
+    python train.py --resume DIR [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from envs.errors import InputError
+from slac.config import presets
+from slac.run import RunRequest, make_trainer
+from slac.trainer import TrainingDiverged
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[RunRequest, bool]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--phase", choices=["source", "target"], default="source")
+    p.add_argument("--env", help="env name (python -m envs --list)")
+    p.add_argument("--shift", help="shift name: its source env in the source phase, its target env in "
+                   "the target phase")
+    p.add_argument("--checkpoint", help="target phase: source run directory or .pt file to fine-tune")
+    p.add_argument("--preset", help=f"named config preset: {', '.join(presets())}")
+    p.add_argument("--config", action="append", default=[], dest="config_files", metavar="FILE",
+                   help="YAML config file(s) applied after the preset")
+    p.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set agent.lr=3e-4 (repeatable)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=int, help="agent steps of this phase (train.steps)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    progress = not args.no_progress
+    del args.no_progress
+    return RunRequest(**vars(args)), progress
+
+
+def main(argv: list[str] | None = None) -> int:
+    request, progress = parse_args(argv)
+    try:
+        trainer = make_trainer(request, progress=progress)
+        final = trainer.run()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"training stopped: {e}", file=sys.stderr)
+        return 1
+    out = trainer.out_dir
+    summary = ", ".join(f"{k}={v:.3g}" for k, v in final.items()) if final else "no final evaluation"
+    print(f"done: {summary}\n  metrics:     {out / 'metrics.jsonl'}\n  checkpoints: {out / 'checkpoints'}\n"
+          f"  tensorboard: tensorboard --logdir {out / 'tensorboard'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
