@@ -7,7 +7,7 @@ starting at slot ``j`` is frames ``x_j .. x_{j+S}`` with the transitions of slot
 it is valid when none of ``j+1 .. j+S`` starts an episode (so it never crosses an episode end) and
 all of ``j .. j+S`` hold data of the current pass of the ring.
 
-Memory: ``capacity * (C*H*W + 4*(A + 3) + 1)`` bytes; for 64x64 RGB frames about 12.3 kB per
+Memory: ``capacity * (C*H*W + 4*(A + 2) + 2)`` bytes; for 64x64 RGB frames about 12.3 kB per
 step, i.e. 2.46 GB at Safe SLAC's capacity of 2e5 (reported by :meth:`nbytes`).
 """
 

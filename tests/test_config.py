@@ -1,0 +1,62 @@
+"""Config tree: presets, overrides, and clear errors for bad keys and values."""
+
+import pytest
+
+from envs.errors import InputError
+from slac import config
+
+
+def test_defaults_are_safe_slacs_published_settings():
+    cfg = config.Config()
+    assert (cfg.model.feature_dim, cfg.model.z1_dim, cfg.model.z2_dim) == (200, 32, 200)
+    assert cfg.model.hidden_units == [256, 256] and cfg.agent.hidden_units == [256, 256]
+    assert (cfg.model.batch_size, cfg.agent.batch_size, cfg.model.sequence_length) == (32, 64, 10)
+    assert (cfg.model.lr, cfg.agent.lr, cfg.agent.gamma_c) == (1e-4, 2e-4, 0.995)
+    assert cfg.train.buffer_size == 200_000 and cfg.model.image_noise == 0.4
+    assert config.resolve("paper") == config.resolve()
+
+
+def test_every_preset_resolves():
+    assert {"smoke", "paper"} <= set(config.presets())
+    for name in config.presets():
+        config.resolve(name)
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = config.resolve("smoke", sets=["agent.lr=3e-4", "model.hidden_units=[64, 64]",
+                                        "env_overrides.action_repeat=4", "agent.target_entropy=null",
+                                        "adversary.perturb_model=true", "train.steps=1e3"])
+    assert cfg.agent.lr == 3e-4 and cfg.model.hidden_units == [64, 64]
+    assert cfg.env_overrides == {"action_repeat": 4} and cfg.agent.target_entropy is None
+    assert cfg.adversary.perturb_model is True and cfg.train.steps == 1000
+
+
+@pytest.mark.parametrize("item, message", [
+    ("agent.lrr=1", "unknown config key 'agent.lrr'; valid keys here: hidden_units"),
+    ("nope=1", "unknown config key 'nope'"),
+    ("agent.lr=abc", "'agent.lr' expects float"),
+    ("train.steps=1.5", "'train.steps' expects int"),
+    ("agent.gamma=1.5", "'agent.gamma' must be in [0, 1]"),
+    ("model.batch_size=0", "'model.batch_size' must be > 0"),
+    ("adversary.kind=pixel", "'adversary.kind' is 'pixel'; valid: none, random, image, latent"),
+    ("agent.lagrangian=pd", "valid: gradient, pid"),
+    ("agent=3", "'agent' is a section"),
+    ("justakey", "--set expects key=value"),
+])
+def test_bad_input_is_one_clear_error(item, message):
+    with pytest.raises(InputError) as err:
+        config.resolve(sets=[item])
+    assert message in str(err.value)
+
+
+def test_unknown_preset_and_missing_file(tmp_path):
+    with pytest.raises(InputError, match="unknown preset 'huge'; valid: .*smoke"):
+        config.resolve("huge")
+    with pytest.raises(InputError, match="does not exist"):
+        config.resolve(files=[tmp_path / "missing.yaml"])
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = config.resolve("smoke", sets=["seed=7"])
+    config.save_yaml(cfg, tmp_path / "c.yaml")
+    assert config.resolve(files=[tmp_path / "c.yaml"]) == cfg
