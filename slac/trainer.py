@@ -104,6 +104,9 @@ class Trainer:
         self.env = envs.make(cfg.env, seed=cfg.seed, **cfg.env_overrides)
         self.eval_env = envs.make(cfg.env, **cfg.env_overrides)
         self.spec = env_spec(self.env)
+        for state in (init_from, resume_from):
+            if state is not None:
+                check_compatible(state, cfg, self.spec, cfg.env)
         self.model, self.agent = build_learner(cfg, self.spec, self.device)
         self.buffer = SequenceReplayBuffer(cfg.train.buffer_size, tuple(self.spec["obs_shape"]),
                                            self.spec["action_dim"], cfg.model.sequence_length)
@@ -115,7 +118,6 @@ class Trainer:
 
         for state in (init_from, resume_from):
             if state is not None:
-                check_compatible(state, cfg, self.spec, cfg.env)
                 self._load_learner(state)
         if init_from is not None:
             self.source_checkpoint = init_from["path"]

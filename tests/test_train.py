@@ -1,0 +1,169 @@
+"""End-to-end: smoke source run → checkpoint → smoke target run; resume; bad input."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from envs.errors import InputError
+from slac import checkpoint
+from slac.logger import read_metrics
+from slac.run import RunRequest, make_trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE_ENV = "toy-reach"
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"tensor {k} differs")
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("source")
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=1, out=str(out)),
+                           progress=False)
+    final = trainer.run()
+    return out, final
+
+
+def test_source_run_writes_everything_and_updates(source_run):
+    out, final = source_run
+    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "latest.pt").is_file()
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    records = read_metrics(out / "metrics.jsonl")
+    keys = set().union(*records)
+    for key in ("loss/kl", "loss/image", "loss/reward", "loss/cost", "loss/critic", "loss/actor",
+                "train/episode_return", "train/episode_cost", "eval/return", "eval/cost",
+                "train/lifetime_cost", "perf/env_steps_per_s"):
+        assert key in keys, f"{key} never logged"
+    state = checkpoint.load(out)
+    c = state["counters"]
+    assert c["step"] == 200 and c["pretrained"] and c["updates"] > 0 and c["model_updates"] > c["updates"]
+    assert set(final) >= {"eval/return", "eval/cost", "eval/violation_rate"}
+
+
+def test_target_run_starts_from_the_source_weights(source_run, tmp_path):
+    src, _ = source_run
+    source_state = checkpoint.load(src)
+    out = tmp_path / "target"
+    trainer = make_trainer(RunRequest(phase="target", env=SOURCE_ENV, checkpoint=str(src), preset="smoke",
+                                      seed=2, out=str(out)), progress=False)
+    assert_same_tensors(trainer.model.state_dict(), source_state["model"])
+    assert_same_tensors(trainer.agent.state_dict(), source_state["agent"])
+    assert trainer.agent.optimizers["actor"].state_dict()["state"], "optimiser state not restored"
+    trainer.run()
+    records = read_metrics(out / "metrics.jsonl")
+    first = records[0]
+    assert first["step"] == 0 and "target/zero_shot_return" in first and "target/zero_shot_cost" in first
+    lifetime = [r["target/lifetime_cost"] for r in records if "target/lifetime_cost" in r]
+    assert lifetime and all(b >= a for a, b in zip(lifetime, lifetime[1:], strict=False))
+    target_state = checkpoint.load(out)
+    assert target_state["phase"] == "target" and target_state["source_checkpoint"].endswith("latest.pt")
+    # fine-tuning changed the weights it loaded
+    moved = [k for k, v in target_state["model"].items() if not torch.equal(v, source_state["model"][k])]
+    assert moved, "target phase did not update the model"
+
+
+def test_interrupted_run_resumes_with_its_counters_and_weights(tmp_path):
+    out = tmp_path / "run"
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=3, out=str(out)),
+                           progress=False)
+    env_step = trainer.env.step
+
+    def step_then_interrupt(action):  # a SIGTERM arriving at step 130, after updates began
+        if trainer.counters["step"] == 129:
+            trainer._on_signal(signal.SIGTERM, None)
+        return env_step(action)
+
+    trainer.env.step = step_then_interrupt
+    trainer.run()
+    saved = checkpoint.load(out)
+    assert saved["counters"]["step"] == 130 and saved["counters"]["updates"] > 0
+    assert checkpoint.load_replay(out / "checkpoints" / "replay.npz")["size"] == trainer.buffer.size
+
+    resumed = make_trainer(RunRequest(resume=str(out)), progress=False)
+    assert resumed.counters == saved["counters"]
+    assert_same_tensors(resumed.model.state_dict(), saved["model"])
+    assert resumed.buffer.size == trainer.buffer.size
+    resumed.run()
+    final = checkpoint.load(out)
+    assert final["counters"]["step"] == 200
+    assert final["counters"]["updates"] > saved["counters"]["updates"]
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
+    assert steps == sorted(steps), "metrics went back in time after resuming"
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "train.py", "--env", SOURCE_ENV, "--preset", "smoke",
+                             "--steps", "100000", "--set", "train.log_interval=10", "--no-progress",
+                             "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "--resume" in output
+    assert checkpoint.load(out)["counters"]["step"] > 0
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", "--no-progress", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env", "nope", "--out", "x"], "unknown env 'nope'; valid:"),
+    (["--shift", "nope", "--out", "x"], "unknown shift 'nope'; valid:"),
+    (["--env", SOURCE_ENV, "--set", "agent.lrr=1", "--out", "x"], "unknown config key 'agent.lrr'"),
+    (["--phase", "target", "--env", SOURCE_ENV, "--out", "x"], "--phase target needs --checkpoint"),
+    (["--phase", "target", "--env", SOURCE_ENV, "--checkpoint", "missing_dir", "--out", "x"],
+     "does not exist"),
+    (["--env", SOURCE_ENV], "--out DIR is required"),
+])
+def test_bad_command_lines_are_one_clear_error(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cuda_without_cuda_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(InputError, match="CUDA is not available"):
+        make_trainer(RunRequest(env=SOURCE_ENV, preset="smoke", device="cuda", out=str(tmp_path)))
+
+
+def test_checkpoint_that_does_not_fit_names_both_sides(source_run, tmp_path):
+    src, _ = source_run
+    with pytest.raises(InputError, match=r"model.z2_dim=32 but the config asks model.z2_dim=16"):
+        make_trainer(RunRequest(phase="target", env=SOURCE_ENV, checkpoint=str(src), preset="smoke",
+                                sets=["model.z2_dim=16"], out=str(tmp_path / "t")))
+    shapes = r"observation shape is \[3, 64, 64\] but the env's is \[3, 32, 32\]"
+    with pytest.raises(InputError, match=shapes):
+        make_trainer(RunRequest(phase="target", env=SOURCE_ENV, checkpoint=str(src), preset="smoke",
+                                sets=["env_overrides.image_size=32"], out=str(tmp_path / "u")))
+
+
+def test_existing_run_directory_is_not_overwritten(source_run):
+    src, _ = source_run
+    with pytest.raises(InputError, match="already holds a run; continue it with --resume"):
+        make_trainer(RunRequest(env=SOURCE_ENV, preset="smoke", out=str(src)))
+
+
+def test_resolved_config_is_saved(source_run):
+    src, _ = source_run
+    text = (src / "config.yaml").read_text()
+    assert "env: toy-reach" in text and "seed: 1" in text
+    assert json.loads(json.dumps(checkpoint.load(src)["config"]))["env"] == SOURCE_ENV
