@@ -1,0 +1,68 @@
+"""Plot learning curves (evaluation return and cost against agent steps) from run directories.
+
+    python scripts/plot_curves.py RUN_DIR [RUN_DIR ...] --out docs/curves.png [--random-return X]
+        [--budget B] [--label NAME]
+
+Each run's ``metrics.jsonl`` is read; ``eval/return`` and ``eval/cost`` are drawn per run and as
+the mean over runs. Prints a table of the final evaluation of each run and their mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from slac.logger import read_metrics  # noqa: E402
+
+
+def eval_curve(run: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+    records = [r for r in read_metrics(run / "metrics.jsonl") if key in r]
+    return np.array([r["step"] for r in records]), np.array([r[key] for r in records], dtype=float)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--random-return", type=float, help="a random policy's mean return, drawn as a line")
+    p.add_argument("--budget", type=float, help="episode cost budget, drawn as a line")
+    p.add_argument("--title", default="")
+    args = p.parse_args()
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    print(f"{'run':40s} {'step':>8s} {'return':>10s} {'cost':>8s}")
+    finals = []
+    for run in args.runs:
+        for ax, key in zip(axes, ("eval/return", "eval/cost"), strict=True):
+            steps, values = eval_curve(run, key)
+            ax.plot(steps, values, marker="o", ms=3, label=run.name)
+        steps, ret = eval_curve(run, "eval/return")
+        _, cost = eval_curve(run, "eval/cost")
+        finals.append((ret[-1], cost[-1]))
+        print(f"{str(run):40s} {steps[-1]:8d} {ret[-1]:10.2f} {cost[-1]:8.2f}")
+    mean = np.mean(finals, axis=0)
+    print(f"{'mean over runs':40s} {'':8s} {mean[0]:10.2f} {mean[1]:8.2f}")
+    if args.random_return is not None:
+        axes[0].axhline(args.random_return, color="gray", ls="--", label="random policy")
+    if args.budget is not None:
+        axes[1].axhline(args.budget, color="red", ls="--", label="budget")
+    for ax, name in zip(axes, ("evaluation return", "evaluation episode cost"), strict=True):
+        ax.set_xlabel("agent steps")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(args.title)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
