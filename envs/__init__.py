@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gymnasium as gym
 
 from envs.errors import InputError, unknown
@@ -14,6 +16,18 @@ from envs.toy import ToyReachEnv
 _REGISTRY = {
     "toy-reach": lambda **kw: ToyReachEnv(**kw),
     "toy-reach-red": lambda **kw: ToyReachEnv(hazard_color=(40, 40, 40), **kw),
+}
+
+
+@dataclass(frozen=True)
+class Shift:
+    source: str
+    target: str
+    description: str
+
+
+SHIFTS = {
+    "toy-hazard-colour": Shift("toy-reach", "toy-reach-red", "toy: the hazard disc turns from red to dark grey"),
 }
 
 
@@ -30,4 +44,4 @@ def make(name: str, seed: int | None = None, **overrides) -> gym.Env:
     return env
 
 
-__all__ = ["InputError", "make", "names"]
+__all__ = ["SHIFTS", "InputError", "Shift", "make", "names"]

@@ -32,6 +32,11 @@ class ToyReachEnv(gym.Env):
         self._xx, self._yy = np.meshgrid(grid, grid)
         self._t = 0
 
+    @property
+    def max_episode_steps(self) -> int:
+        """Agent steps per episode."""
+        return self.time_limit
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         rng = self.np_random

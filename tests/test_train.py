@@ -22,7 +22,7 @@ SOURCE_ENV = "toy-reach"
 def assert_same_tensors(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"tensor {k} differs")
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, equal_nan=True, msg=f"tensor {k} differs")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,179 @@
+"""The SAC-Lagrangian agent on the latent state z = (z1, z2) (Safe SLAC, Hogewind et al., 2023).
+
+Twin reward critics Q1, Q2 and one cost critic Qc, each with a Polyak-averaged target; a
+tanh-Gaussian actor π(a | z); an entropy weight α tuned to a target entropy (Haarnoja et al.,
+2018); and a Lagrange multiplier λ on the episode cost budget (``slac/lagrangian.py``).
+    Q target:  r + γ (1 − term) [min_i Q̄_i(z', a') − α log π(a' | z')],   a' ~ π(· | z')
+    Qc target: c + γ_c (1 − term) Q̄c(z', a')
+    actor:     E[α log π(a | z) − min_i Q_i(z, a) + λ Qc(z, a)]
+    α:         −log α · (H_target − H(π))
+A time-limit truncation is not a termination: it bootstraps (only ``terminated`` masks).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from slac.config import AgentConfig
+from slac.lagrangian import Lagrangian
+from slac.networks import mlp
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+class TanhGaussianActor(nn.Module):
+    """π(a | z): a Gaussian squashed by tanh into [-1, 1]."""
+
+    def __init__(self, latent_dim: int, action_dim: int, hidden: list[int]):
+        super().__init__()
+        self.net = mlp(latent_dim, 2 * action_dim, hidden, activation=nn.ReLU)
+
+    def distribution(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of the pre-tanh Gaussian."""
+        mean, log_std = self.net(z).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+
+    def sample(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised a ~ π(· | z) and log π(a | z), with the tanh change of variables."""
+        mean, std = self.distribution(z)
+        u = mean + std * torch.randn_like(std)
+        log_prob = (-0.5 * ((u - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        # log|d tanh(u)/du| = log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), numerically stable
+        log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+        return torch.tanh(u), log_prob
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The deterministic action tanh(mean)."""
+        return torch.tanh(self.distribution(z)[0])
+
+
+class QNetwork(nn.Module):
+    """Q(z, a) -> (B,); ``init_value`` sets the initial output (used for the cost critic)."""
+
+    def __init__(self, latent_dim: int, action_dim: int, hidden: list[int], init_value: float = 0.0):
+        super().__init__()
+        self.net = mlp(latent_dim + action_dim, 1, hidden, activation=nn.ReLU)
+        if init_value:
+            last = self.net[-1]
+            nn.init.uniform_(last.weight, -1e-3, 1e-3)
+            nn.init.constant_(last.bias, init_value)
+
+    def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, action], dim=-1)).squeeze(-1)
+
+
+class TwinQ(nn.Module):
+    def __init__(self, latent_dim: int, action_dim: int, hidden: list[int]):
+        super().__init__()
+        self.q1 = QNetwork(latent_dim, action_dim, hidden)
+        self.q2 = QNetwork(latent_dim, action_dim, hidden)
+
+    def forward(self, z, action) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q1(z, action), self.q2(z, action)
+
+
+def episode_budget(budget_per_1000: float, episode_agent_steps: int, action_repeat: int) -> float:
+    """The cost budget of one episode: d per 1000 simulator steps scaled to the episode's length."""
+    return budget_per_1000 * episode_agent_steps * action_repeat / 1000.0
+
+
+def discounted_step_budget(episode_budget_: float, episode_agent_steps: int, gamma_c: float) -> float:
+    """Qc's value when the budget is spent evenly: sum_{t<T} γ_c^t d/T (Safe SLAC's ``budget``)."""
+    T = episode_agent_steps
+    return episode_budget_ / T * (1 - gamma_c**T) / (1 - gamma_c)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """θ̄ ← (1 − τ) θ̄ + τ θ."""
+    t_params, s_params = list(target.parameters()), list(source.parameters())
+    torch._foreach_lerp_(t_params, s_params, tau)
+
+
+class SafeSACAgent(nn.Module):
+    def __init__(self, cfg: AgentConfig, latent_dim: int, action_dim: int, action_repeat: int,
+                 episode_agent_steps: int):
+        super().__init__()
+        self.cfg = cfg
+        hidden = list(cfg.hidden_units)
+        self.budget_per_episode = episode_budget(cfg.budget, episode_agent_steps, action_repeat)
+        self.qc_init = discounted_step_budget(self.budget_per_episode, episode_agent_steps, cfg.gamma_c)
+        self.target_entropy = -float(action_dim) if cfg.target_entropy is None else cfg.target_entropy
+        self.actor = TanhGaussianActor(latent_dim, action_dim, hidden)
+        self.critic = TwinQ(latent_dim, action_dim, hidden)
+        self.cost_critic = QNetwork(latent_dim, action_dim, hidden, init_value=self.qc_init)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))
+        self.lagrangian = Lagrangian(cfg, self.budget_per_episode)
+        adam = lambda params: torch.optim.Adam(params, lr=cfg.lr, foreach=True)  # noqa: E731
+        self.optimizers = {"actor": adam(self.actor.parameters()), "critic": adam(self.critic.parameters()),
+                           "cost_critic": adam(self.cost_critic.parameters()), "alpha": adam([self.log_alpha])}
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp().detach()
+
+    @torch.no_grad()
+    def act(self, z: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return self.actor(z) if deterministic else self.actor.sample(z)[0]
+
+    def critic_targets(self, reward, cost, next_z, terminated) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bellman targets for Q and Qc (no gradient)."""
+        with torch.no_grad():
+            next_action, next_log_prob = self.actor.sample(next_z)
+            q1, q2 = self.critic_target(next_z, next_action)
+            soft_value = torch.min(q1, q2) - self.alpha * next_log_prob
+            target_q = reward + self.cfg.gamma * (1.0 - terminated) * soft_value
+            target_qc = cost + self.cfg.gamma_c * (1.0 - terminated) * self.cost_critic_target(next_z, next_action)
+        return target_q, target_qc
+
+    def _step(self, name: str, loss: torch.Tensor, params, clip: float) -> float:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(params, clip, foreach=True)
+        opt.step()
+        return norm.item()
+
+    def update(self, z, action, reward, cost, next_z, terminated) -> dict[str, float]:
+        """One SAC-Lagrangian step on a batch of latent transitions, each (B, ...)."""
+        clip = self.cfg.grad_clip_norm
+        target_q, target_qc = self.critic_targets(reward, cost, next_z, terminated)
+        q1, q2 = self.critic(z, action)
+        loss_critic = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        self._step("critic", loss_critic, self.critic.parameters(), clip)
+        qc = self.cost_critic(z, action)
+        loss_cost_critic = F.mse_loss(qc, target_qc)
+        self._step("cost_critic", loss_cost_critic, self.cost_critic.parameters(), clip)
+
+        # actor: critics are held fixed (their parameters get no gradient from this loss)
+        self.critic.requires_grad_(False)
+        self.cost_critic.requires_grad_(False)
+        new_action, log_prob = self.actor.sample(z)
+        q_new = torch.min(*self.critic(z, new_action))
+        qc_new = self.cost_critic(z, new_action)
+        loss_actor = (self.alpha * log_prob - q_new + self.lagrangian.value * qc_new).mean()
+        self._step("actor", loss_actor, self.actor.parameters(), 2 * clip)  # Safe SLAC clips the actor at 2x
+        self.critic.requires_grad_(True)
+        self.cost_critic.requires_grad_(True)
+
+        entropy = -log_prob.detach().mean()
+        loss_alpha = -self.log_alpha * (self.target_entropy - entropy)
+        self._step("alpha", loss_alpha, [self.log_alpha], clip)
+
+        soft_update(self.critic_target, self.critic, self.cfg.tau)
+        soft_update(self.cost_critic_target, self.cost_critic, self.cfg.tau)
+        return {"loss/critic": loss_critic.item(), "loss/cost_critic": loss_cost_critic.item(),
+                "loss/actor": loss_actor.item(), "loss/alpha": loss_alpha.item(),
+                "train/alpha": self.alpha.item(), "train/entropy": entropy.item(),
+                "train/q": q1.mean().item(), "train/qc": qc.mean().item()}
+
+    def update_lagrange(self, episode_cost: float) -> dict[str, float]:
+        """λ rises when the episode cost exceeds the budget and falls (not below 0) otherwise."""
+        return self.lagrangian.update(episode_cost)
