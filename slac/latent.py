@@ -59,20 +59,24 @@ class LatentModel(nn.Module):
     def filter_sequence(self, features: torch.Tensor, actions: torch.Tensor, sample: bool = True) -> dict:
         """Filter a sequence: features (B, S+1, F), actions (B, S, A) with actions[:, t] from t to t+1.
 
-        Returns posterior z1 stats and samples, z2 samples and the matching z1 prior stats, all
-        (B, S+1, .); with ``sample=False`` every draw is replaced by its mean.
+        Returns posterior z1 stats and samples, z2 samples and the std of the z2 distribution they
+        were drawn from, and the matching z1 prior stats, all (B, S+1, .); with ``sample=False``
+        every draw is replaced by its mean. (The stds are what latent attacks measure their ball in.)
         """
         z1_mean, z1_std = self.z1_posterior_init(features[:, 0])  # q(z1_0 | x_0)
         z1 = _draw(z1_mean, z1_std, sample)
-        z2 = _draw(*self.z2_init(z1), sample)  # p(z2_0 | z1_0)
-        post_mean, post_std, z1s, z2s = [z1_mean], [z1_std], [z1], [z2]
+        z2_mean, z2_std = self.z2_init(z1)  # p(z2_0 | z1_0)
+        z2 = _draw(z2_mean, z2_std, sample)
+        post_mean, post_std, z1s, z2s, z2_stds = [z1_mean], [z1_std], [z1], [z2], [z2_std]
         prior_mean, prior_std = [torch.zeros_like(z1_mean)], [torch.ones_like(z1_std)]  # p(z1_0) = N(0, I)
         for t in range(actions.shape[1]):
             a = actions[:, t]
             p_mean, p_std = self.z1_prior(z2, a)  # p(z1_{t+1} | z2_t, a_t)
             z1_mean, z1_std = self.z1_posterior(features[:, t + 1], z2, a)  # q(z1_{t+1} | x_{t+1}, z2_t, a_t)
             z1 = _draw(z1_mean, z1_std, sample)
-            z2 = _draw(*self.z2_transition(z1, z2, a), sample)  # p(z2_{t+1} | z1_{t+1}, z2_t, a_t)
+            z2_mean, z2_std = self.z2_transition(z1, z2, a)  # p(z2_{t+1} | z1_{t+1}, z2_t, a_t)
+            z2 = _draw(z2_mean, z2_std, sample)
+            z2_stds.append(z2_std)
             prior_mean.append(p_mean)
             prior_std.append(p_std)
             post_mean.append(z1_mean)
@@ -81,7 +85,7 @@ class LatentModel(nn.Module):
             z2s.append(z2)
         stack = lambda xs: torch.stack(xs, dim=1)  # noqa: E731
         return {"z1": stack(z1s), "z2": stack(z2s), "z1_mean": stack(post_mean), "z1_std": stack(post_std),
-                "prior_mean": stack(prior_mean), "prior_std": stack(prior_std)}
+                "z2_std": stack(z2_stds), "prior_mean": stack(prior_mean), "prior_std": stack(prior_std)}
 
     @torch.no_grad()
     def latents(self, images: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -93,19 +97,20 @@ class LatentModel(nn.Module):
         """Online filtering, first frame: image (B, C, H, W) -> state with 'z1', 'z2', 'z'."""
         z1_mean, z1_std = self.z1_posterior_init(self.encoder(image))
         z1 = _draw(z1_mean, z1_std, sample)
-        z2 = _draw(*self.z2_init(z1), sample)
-        return self._state(z1, z2, z1_mean, z1_std)
+        z2_mean, z2_std = self.z2_init(z1)
+        return self._state(z1, _draw(z2_mean, z2_std, sample), z1_mean, z1_std, z2_std)
 
     def filter_step(self, state: dict, image: torch.Tensor, action: torch.Tensor, sample: bool = True) -> dict:
         """One filtering step from the previous state, the action taken and the new frame."""
         z1_mean, z1_std = self.z1_posterior(self.encoder(image), state["z2"], action)
         z1 = _draw(z1_mean, z1_std, sample)
-        z2 = _draw(*self.z2_transition(z1, state["z2"], action), sample)
-        return self._state(z1, z2, z1_mean, z1_std)
+        z2_mean, z2_std = self.z2_transition(z1, state["z2"], action)
+        return self._state(z1, _draw(z2_mean, z2_std, sample), z1_mean, z1_std, z2_std)
 
     @staticmethod
-    def _state(z1, z2, z1_mean, z1_std) -> dict:
-        return {"z1": z1, "z2": z2, "z": torch.cat([z1, z2], dim=-1), "z1_mean": z1_mean, "z1_std": z1_std}
+    def _state(z1, z2, z1_mean, z1_std, z2_std) -> dict:
+        return {"z1": z1, "z2": z2, "z": torch.cat([z1, z2], dim=-1), "z1_mean": z1_mean, "z1_std": z1_std,
+                "z2_std": z2_std}
 
     def decode(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Mean image of p(x | z1, z2), same leading dims, (..., C, H, W)."""
