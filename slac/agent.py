@@ -141,16 +141,32 @@ class SafeSACAgent(nn.Module):
         opt.step()
         return norm.item()
 
-    def update(self, z, action, reward, cost, next_z, terminated) -> dict[str, float]:
-        """One SAC-Lagrangian step on a batch of latent transitions, each (B, ...)."""
+    def update(self, z, action, reward, cost, next_z, terminated,
+               penalties: dict | None = None) -> dict[str, float]:
+        """One SAC-Lagrangian step on a batch of latent transitions, each (B, ...).
+
+        ``penalties`` maps 'actor' and/or 'cost_critic' to a function returning a scalar loss term
+        added to that network's loss (latent_adversary's smoothness regulariser).
+        """
         clip = self.cfg.grad_clip_norm
+        penalties = penalties or {}
+        extra: dict[str, float] = {}
+
+        def penalised(name: str, loss: torch.Tensor) -> torch.Tensor:
+            if name not in penalties:
+                return loss
+            term = penalties[name]()
+            extra[f"loss/{name}_penalty"] = term.item()
+            return loss + term
+
         target_q, target_qc = self.critic_targets(reward, cost, next_z, terminated)
         q1, q2 = self.critic(z, action)
         loss_critic = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         self._step("critic", loss_critic, self.critic.parameters(), clip)
         qc = self.cost_critic(z, action)
         loss_cost_critic = F.mse_loss(qc, target_qc)
-        self._step("cost_critic", loss_cost_critic, self.cost_critic.parameters(), clip)
+        self._step("cost_critic", penalised("cost_critic", loss_cost_critic), self.cost_critic.parameters(),
+                   clip)
 
         # actor: critics are held fixed (their parameters get no gradient from this loss)
         self.critic.requires_grad_(False)
@@ -159,7 +175,8 @@ class SafeSACAgent(nn.Module):
         q_new = torch.min(*self.critic(z, new_action))
         qc_new = self.cost_critic(z, new_action)
         loss_actor = (self.alpha * log_prob - q_new + self.lagrangian.value * qc_new).mean()
-        self._step("actor", loss_actor, self.actor.parameters(), 2 * clip)  # Safe SLAC clips the actor at 2x
+        # Safe SLAC clips the actor at 2x
+        self._step("actor", penalised("actor", loss_actor), self.actor.parameters(), 2 * clip)
         self.critic.requires_grad_(True)
         self.cost_critic.requires_grad_(True)
 
@@ -172,7 +189,7 @@ class SafeSACAgent(nn.Module):
         return {"loss/critic": loss_critic.item(), "loss/cost_critic": loss_cost_critic.item(),
                 "loss/actor": loss_actor.item(), "loss/alpha": loss_alpha.item(),
                 "train/alpha": self.alpha.item(), "train/entropy": entropy.item(),
-                "train/q": q1.mean().item(), "train/qc": qc.mean().item()}
+                "train/q": q1.mean().item(), "train/qc": qc.mean().item(), **extra}
 
     def update_lagrange(self, episode_cost: float) -> dict[str, float]:
         """λ rises when the episode cost exceeds the budget and falls (not below 0) otherwise."""
