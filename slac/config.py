@@ -97,7 +97,7 @@ class AdversaryConfig:
     step_size: float | None = None
     # constant | linear (ramp epsilon from 0 over ramp_steps)
     schedule: str = "constant"
-    # agent steps of the linear ramp
+    # agent steps of the linear ramp, counted from the first update (end of initial collection)
     ramp_steps: int = 100_000
     # share of each agent batch that is perturbed
     fraction: float = 0.5
@@ -107,6 +107,10 @@ class AdversaryConfig:
     latent_norm: str = "std"
     # critic targets from clean or perturbed next latents
     targets: str = "clean"
+    # what the actor/critic losses see on the perturbed share: perturbed (adversarial training) or clean
+    train_on: str = "perturbed"
+    # attack objectives evaluate the critic at the clean z (Liu et al.: Q(z, pi(z~))) or the perturbed one
+    critic_input: str = "clean"
     # also train the world model's ELBO on perturbed images
     perturb_model: bool = False
     # weight of the smoothness regulariser (change of pi and Qc, clean vs perturbed); 0 = off
@@ -308,6 +312,8 @@ _CHOICES = {
     "adversary.latent_part": ("z1", "z2", "both"),
     "adversary.latent_norm": ("std", "linf", "l2"),
     "adversary.targets": ("clean", "perturbed"),
+    "adversary.train_on": ("perturbed", "clean"),
+    "adversary.critic_input": ("clean", "perturbed"),
 }
 
 
@@ -336,6 +342,9 @@ def validate(cfg: Config) -> None:
             raise InputError(f"config key {key!r} must be in [0, 1], got {flat[key]!r}")
     if cfg.adversary.steps < 1:
         raise InputError(f"config key 'adversary.steps' must be >= 1, got {cfg.adversary.steps}")
+    if cfg.adversary.perturb_model and cfg.adversary.kind not in ("image", "random"):
+        raise InputError("config key 'adversary.perturb_model' needs adversary.kind image or random "
+                         f"(perturbed images), got kind {cfg.adversary.kind!r}")
     if cfg.train.buffer_size < cfg.model.sequence_length + 1:
         raise InputError("config key 'train.buffer_size' must hold at least one sequence "
                          f"({cfg.model.sequence_length + 1} frames)")

@@ -16,15 +16,28 @@ from slac.latent import to_float
 
 
 class LatentPolicy:
-    """π(a | z_t) with z_t filtered from the observation/action history of the current episode."""
+    """π(a | z_t) with z_t filtered from the observation/action history of the current episode.
 
-    def __init__(self, model, agent, device: torch.device, deterministic: bool = False):
+    ``attack`` (a ``latent_adversary.OnlineAttack``, e.g. from ``make_online_attack``) acts at
+    every step: its ``image`` perturbs each incoming frame, given the previous filter state, before
+    the frame is folded in (so the filter carries its effect forward); its ``latent`` perturbs the
+    z the actor sees, which is not carried forward (``state`` stays the clean filter state).
+    ``attacked_image`` is the last frame the filter saw, (C, H, W) uint8 (for videos).
+    """
+
+    def __init__(self, model, agent, device: torch.device, deterministic: bool = False, attack=None):
         self.model, self.agent, self.device = model, agent, device
         self.deterministic = deterministic
+        self.attack = attack
         self.state: dict | None = None
+        self.attacked_image: np.ndarray | None = None
 
-    def _image(self, obs: np.ndarray) -> torch.Tensor:
-        return to_float(torch.as_tensor(obs, device=self.device).unsqueeze(0))  # (1, C, H, W)
+    def _image(self, obs: np.ndarray, action: torch.Tensor | None = None) -> torch.Tensor:
+        image = to_float(torch.as_tensor(obs, device=self.device).unsqueeze(0))  # (1, C, H, W)
+        if self.attack is not None:
+            image = self.attack.image(self.state if action is not None else None, image, action)
+            self.attacked_image = (image[0] * 255).round().to(torch.uint8).cpu().numpy()
+        return image
 
     @torch.no_grad()
     def reset(self, obs: np.ndarray) -> None:
@@ -33,14 +46,15 @@ class LatentPolicy:
 
     @torch.no_grad()
     def act(self) -> np.ndarray:
-        action = self.agent.act(self.state["z"], deterministic=self.deterministic)
+        z = self.state["z"] if self.attack is None else self.attack.latent(self.state)
+        action = self.agent.act(z, deterministic=self.deterministic)
         return action[0].cpu().numpy()
 
     @torch.no_grad()
     def observe(self, action: np.ndarray, obs: np.ndarray) -> None:
         """Fold in the action just taken and the frame it produced."""
         a = torch.as_tensor(action, dtype=torch.float32, device=self.device).unsqueeze(0)
-        self.state = self.model.filter_step(self.state, self._image(obs), a, sample=not self.deterministic)
+        self.state = self.model.filter_step(self.state, self._image(obs, a), a, sample=not self.deterministic)
 
 
 @dataclass

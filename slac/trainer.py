@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 import envs
 from envs.errors import InputError
+from latent_adversary import AdversarialTraining
 from slac import checkpoint
 from slac.agent import SafeSACAgent
 from slac.buffer import SequenceReplayBuffer
@@ -108,6 +109,8 @@ class Trainer:
             if state is not None:
                 check_compatible(state, cfg, self.spec, cfg.env)
         self.model, self.agent = build_learner(cfg, self.spec, self.device)
+        self.adversary = AdversarialTraining(cfg.adversary, self.model, self.agent,
+                                             start_step=cfg.train.initial_collection_steps)
         self.buffer = SequenceReplayBuffer(cfg.train.buffer_size, tuple(self.spec["obs_shape"]),
                                            self.spec["action_dim"], cfg.model.sequence_length)
         self.counters = {"step": 0, "env_steps": 0, "episodes": 0, "updates": 0, "model_updates": 0,
@@ -192,18 +195,20 @@ class Trainer:
 
     def update_model(self) -> dict[str, float]:
         b = self._batch(self.cfg.model.batch_size)
-        metrics = self.model.update(b["images"], b["action"], b["reward"], b["cost"], b["terminated"])
+        images, adversary = self.adversary.model_images(b["images"], b["action"], self.counters["step"])
+        metrics = self.model.update(images, b["action"], b["reward"], b["cost"], b["terminated"])
         self.counters["model_updates"] += 1
-        return metrics
+        return {**metrics, **adversary}
 
     def update_agent(self) -> dict[str, float]:
         b = self._batch(self.cfg.agent.batch_size)
-        z = self.model.latents(b["images"], b["action"])  # (B, S+1, latent_dim), no grad
-        # the agent learns from the last transition of each sequence: (z_{S-1}, a, r, c, z_S)
-        metrics = self.agent.update(z[:, -2], b["action"][:, -1], b["reward"][:, -1], b["cost"][:, -1],
-                                    z[:, -1], b["terminated"][:, -1])
+        # the agent learns from the last transition of each sequence: (z_{S-1}, a, r, c, z_S), each
+        # latent (B, latent_dim), no grad; latent_adversary/ perturbs a share of them (source phase)
+        x = self.adversary.agent_inputs(b["images"], b["action"], self.counters["step"])
+        metrics = self.agent.update(x.z, b["action"][:, -1], b["reward"][:, -1], b["cost"][:, -1],
+                                    x.next_z, b["terminated"][:, -1], penalties=x.penalties)
         self.counters["updates"] += 1
-        return metrics
+        return {**metrics, **x.metrics}
 
     def _check_finite(self, metrics: dict[str, float]) -> None:
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]

@@ -1,0 +1,151 @@
+"""Adversarial training in the source phase: the hook the trainer calls for every update.
+
+``AdversarialTraining.agent_inputs`` turns a clean batch of sequences into the latents the actor
+and critics learn from. For the first ``fraction`` of the batch (batches are random, so this is a
+random share) the state z_{S-1} is replaced by an attacked one:
+  - ``image``: PGD in the pixel L∞ ball on the frames, through encoder and filter
+    (:func:`~latent_adversary.attacks.attack_image_sequence`);
+  - ``random``: uniform pixel noise in the same ball;
+  - ``latent``: PGD on the filtered (sampled) latent in the latent ball.
+Perturbed and clean sequences are filtered with the *same* posterior noise draws, so z̃ − z is the
+attack's doing alone and ε = 0 gives back the clean latents bit for bit.
+
+Targets: with ``targets: clean`` the critics bootstrap from the clean next latent z_S (the agent
+is fooled about where it is, not about where it goes next); with ``targets: perturbed`` z_S is
+attacked too (jointly with z_{S-1} for image attacks) and the targets use z̃_S.
+``train_on: perturbed`` is adversarial training (the losses see z̃); ``train_on: clean`` keeps the
+losses on clean latents and uses z̃ only in the smoothness regulariser (SA-MDP style, Zhang et
+al., 2020). The regulariser (``smoothness_coef`` > 0), on the perturbed rows:
+    actor:       coef · KL(π(· | z) || π(· | z̃))
+    cost critic: coef · (Qc(z, a) − Qc(z̃, a))²
+``model_images`` gives the world model perturbed images for its ELBO when ``perturb_model``
+(attacked against the objective summed over every latent of the sequence).
+ε follows the schedule: constant, or linear from 0 over ``ramp_steps`` agent steps counted from
+the first update (the end of the initial collection).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from latent_adversary.attacks import attack_image_sequence, attack_latent
+from latent_adversary.objectives import objective_value
+from slac.config import AdversaryConfig
+
+
+@dataclass
+class AgentInputs:
+    """What one agent update learns from: latents (B, L), optional loss penalties, metrics."""
+
+    z: torch.Tensor
+    next_z: torch.Tensor
+    penalties: dict = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _fork_rng(device: torch.device):
+    """Save and restore the RNG around a block, so the next block draws the same noise."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def _latents(post: dict) -> torch.Tensor:
+    return torch.cat([post["z1"], post["z2"]], dim=-1)
+
+
+class AdversarialTraining:
+    def __init__(self, cfg: AdversaryConfig, model, agent, start_step: int = 0):
+        self.cfg, self.model, self.agent, self.start_step = cfg, model, agent, start_step
+
+    @property
+    def active(self) -> bool:
+        return self.cfg.kind != "none"
+
+    def epsilon(self, step: int) -> float:
+        """ε at an agent step: constant, or a linear ramp from the first update."""
+        if self.cfg.schedule == "constant":
+            return self.cfg.epsilon
+        return self.cfg.epsilon * min(max((step - self.start_step) / max(self.cfg.ramp_steps, 1), 0.0), 1.0)
+
+    def _rows(self, batch_size: int, epsilon: float) -> int:
+        return round(self.cfg.fraction * batch_size) if self.active and epsilon > 0 else 0
+
+    def _attack_images(self, images, actions, epsilon: float, index: tuple[int, ...]) -> torch.Tensor:
+        c = self.cfg
+        return attack_image_sequence(self.model, self.agent, images, actions, epsilon, c.objective, c.steps,
+                                     c.step_size, index=index, critic_input=c.critic_input,
+                                     random=c.kind == "random")
+
+    # ---------------------------------------------------------------- agent
+    def agent_inputs(self, images: torch.Tensor, actions: torch.Tensor, step: int) -> AgentInputs:
+        """Latents (z_{S-1}, z_S) for the agent from images (B, S+1, C, H, W), actions (B, S, A)."""
+        epsilon = self.epsilon(step)
+        n = self._rows(images.shape[0], epsilon)
+        if n == 0:
+            z = self.model.latents(images, actions)  # (B, S+1, L), exactly the unattacked trainer
+            metrics = {"adversary/epsilon": epsilon} if self.active else {}
+            return AgentInputs(z[:, -2], z[:, -1], metrics=metrics)
+        c, start = self.cfg, time.perf_counter()
+        with torch.no_grad():
+            features = self.model.encode(images)  # (B, S+1, F)
+            if c.kind == "latent":
+                post = self.model.filter_sequence(features, actions)
+                z_clean = _latents(post)
+                z_adv = z_clean.clone()
+                index = [-2, -1] if c.targets == "perturbed" else [-2]
+                rows = z_clean[:n, index].flatten(0, 1)  # (n * len(index), L)
+                z_adv[:n, index] = attack_latent(
+                    self.agent, rows, epsilon, c.objective, c.steps, c.step_size, self.model.cfg.z1_dim,
+                    c.latent_part, c.latent_norm, post["z1_std"][:n, index].flatten(0, 1),
+                    post["z2_std"][:n, index].flatten(0, 1), c.critic_input).view(n, len(index), -1)
+            else:
+                index = (-2, -1) if c.targets == "perturbed" else (-2,)
+                images_adv = self._attack_images(images[:n], actions[:n], epsilon, index)  # may draw noise
+                with _fork_rng(images.device):
+                    z_clean = _latents(self.model.filter_sequence(features, actions))
+                features = features.clone()
+                features[:n] = self.model.encode(images_adv)
+                z_adv = _latents(self.model.filter_sequence(features, actions))  # the same noise as z_clean
+        z, z_tilde = z_clean[:, -2], z_adv[:, -2]
+        with torch.no_grad():
+            before = objective_value(c.objective, self.agent, z[:n], z[:n], c.critic_input)
+            after = objective_value(c.objective, self.agent, z[:n], z_tilde[:n], c.critic_input)
+        metrics = {"adversary/epsilon": epsilon, "adversary/objective_clean": before.mean().item(),
+                   "adversary/objective_perturbed": after.mean().item(),
+                   "adversary/success": (after - before).mean().item(),
+                   "adversary/latent_shift": (z_tilde[:n] - z[:n]).norm(dim=-1).mean().item()}
+        next_z = z_adv[:, -1] if c.targets == "perturbed" else z_clean[:, -1]
+        inputs = AgentInputs(z_tilde if c.train_on == "perturbed" else z, next_z, metrics=metrics)
+        if c.smoothness_coef > 0:
+            inputs.penalties = self._smoothness(z[:n], z_tilde[:n], actions[:n, -1])
+        metrics["adversary/attack_ms"] = 1e3 * (time.perf_counter() - start)
+        return inputs
+
+    def _smoothness(self, z: torch.Tensor, z_adv: torch.Tensor, action: torch.Tensor) -> dict:
+        """Loss terms (called inside the agent update, so gradients reach the actor and Qc)."""
+        coef, agent = self.cfg.smoothness_coef, self.agent
+
+        def actor() -> torch.Tensor:
+            return coef * objective_value("mad", agent, z, z_adv).mean()
+
+        def cost_critic() -> torch.Tensor:
+            return coef * F.mse_loss(agent.cost_critic(z_adv, action), agent.cost_critic(z, action))
+
+        return {"actor": actor, "cost_critic": cost_critic}
+
+    # ---------------------------------------------------------------- model
+    def model_images(self, images: torch.Tensor, actions: torch.Tensor,
+                     step: int) -> tuple[torch.Tensor, dict]:
+        """Images for the world model's ELBO: perturbed for ``fraction`` of the batch if ``perturb_model``."""
+        epsilon = self.epsilon(step)
+        n = self._rows(images.shape[0], epsilon)
+        if not self.cfg.perturb_model or n == 0:
+            return images, {}
+        start = time.perf_counter()
+        images = images.clone()
+        index = tuple(range(images.shape[1]))  # every frame: the model learns from all of them
+        images[:n] = self._attack_images(images[:n], actions[:n], epsilon, index)
+        return images, {"adversary/model_attack_ms": 1e3 * (time.perf_counter() - start)}
