@@ -1,22 +1,39 @@
 """Pixel safety environments and named source → target shifts.
 
     envs.make(name, seed=None, **overrides) -> gymnasium.Env
-    envs.names() -> list[str]
+    envs.names() -> list[str]                   every env name ``make`` accepts
+    envs.SHIFTS: dict[str, Shift]               named source → target pairs
+    python -m envs --list                       a table of both
+
+Every env returns uint8 observations of shape (3, H, W) (64×64 by default, ``image_size``
+override), takes actions in [-1, 1], and reports ``info["cost"] >= 0`` at every step (summed over
+the action repeat, like the reward). ``env.unwrapped`` exposes ``action_repeat``,
+``max_episode_steps`` (agent steps) and ``render_overview(size=256)`` (an RGB frame for videos).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 
-import gymnasium as gym
+# before anything imports mujoco (gymnasium's plugin loader does): headless rendering by default
+os.environ.setdefault("MUJOCO_GL", "egl")
 
-from envs.errors import InputError, unknown
-from envs.toy import ToyReachEnv
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 
-_REGISTRY = {
-    "toy-reach": lambda **kw: ToyReachEnv(**kw),
-    "toy-reach-red": lambda **kw: ToyReachEnv(hazard_color=(40, 40, 40), **kw),
-}
+import gymnasium as gym  # noqa: E402
+
+from envs.errors import InputError, unknown  # noqa: E402
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """A named env: its family's constructor and fixed keyword arguments (a shift's parameters)."""
+
+    family: str
+    base: str
+    kwargs: dict = field(default_factory=dict)
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -24,24 +41,98 @@ class Shift:
     source: str
     target: str
     description: str
+    kind: str  # layout | shape | appearance | dynamics
 
 
-SHIFTS = {
-    "toy-hazard-colour": Shift("toy-reach", "toy-reach-red", "toy: the hazard disc turns from red to dark grey"),
-}
+def _toy(base: str, **kwargs) -> gym.Env:
+    from envs.toy import ToyReachEnv
+
+    return ToyReachEnv(**kwargs)
+
+
+def _dmc(base: str, **kwargs) -> gym.Env:
+    from envs.dmc import DMCSafetyEnv
+
+    return DMCSafetyEnv(base, **kwargs)
+
+
+def _safety_gym(base: str, **kwargs) -> gym.Env:
+    from envs.safety_gym import SafetyGymPixelEnv
+
+    return SafetyGymPixelEnv(base, **kwargs)
+
+
+FAMILIES: dict[str, Callable[..., gym.Env]] = {"toy": _toy, "dmc": _dmc, "safety-gym": _safety_gym}
+
+ENVS: dict[str, EnvSpec] = {}
+SHIFTS: dict[str, Shift] = {}
+
+
+def _register(name: str, family: str, base: str, description: str = "", **kwargs) -> None:
+    ENVS[name] = EnvSpec(family, base, kwargs, description)
+
+
+def _register_shift(name: str, source: str, target: str, kind: str, description: str) -> None:
+    SHIFTS[name] = Shift(source, target, description, kind)
+
+
+# --- toy (numpy only; for fast tests) ---------------------------------------------------------
+_register("toy-reach", "toy", "toy-reach", "point reaching a goal around a red hazard disc")
+_register("toy-reach-grey", "toy", "toy-reach", "toy-reach with a dark grey hazard", hazard_color=(40, 40, 40))
+_register_shift("toy-hazard-colour", "toy-reach", "toy-reach-grey", "appearance",
+                "toy: the hazard disc turns from red to dark grey")
+
+# --- dm-control with safety costs ---------------------------------------------------------------
+for _task in ("balance", "swingup"):
+    _base = f"dmc-cartpole-{_task}"
+    _register(_base, "dmc", _base, f"cartpole {_task}; cost while |cart x| > 0.5")
+    _register(f"{_base}-long-pole", "dmc", _base, "pole 1.0 → 1.6 long", pole_length=1.6)
+    _register(f"{_base}-heavy-pole", "dmc", _base, "pole mass 0.1 → 0.4", pole_mass=0.4)
+    _register(f"{_base}-high-gravity", "dmc", _base, "gravity 9.81 → 15", gravity=15.0)
+    _register(f"{_base}-recoloured", "dmc", _base, "red body, dark floor, dim light",
+              body_rgba=(0.8, 0.15, 0.1, 1.0), floor_rgba=(0.25, 0.25, 0.3, 1.0), light_diffuse=0.4)
+    _register(f"{_base}-weak-motor", "dmc", _base, "actuator gain 10 → 6", actuator_gain=6.0)
+_register_shift("cartpole-long-pole", "dmc-cartpole-swingup", "dmc-cartpole-swingup-long-pole", "dynamics",
+                "cartpole swingup: the pole grows from 1.0 to 1.6 (length and inertia)")
+_register_shift("cartpole-heavy-pole", "dmc-cartpole-swingup", "dmc-cartpole-swingup-heavy-pole", "dynamics",
+                "cartpole swingup: pole mass 0.1 → 0.4")
+_register_shift("cartpole-gravity", "dmc-cartpole-balance", "dmc-cartpole-balance-high-gravity", "dynamics",
+                "cartpole balance: gravity 9.81 → 15 m/s²")
+_register_shift("cartpole-colours", "dmc-cartpole-swingup", "dmc-cartpole-swingup-recoloured", "appearance",
+                "cartpole swingup: red cart and pole, dark floor, dimmer light")
+_register_shift("cartpole-weak-motor", "dmc-cartpole-swingup", "dmc-cartpole-swingup-weak-motor", "dynamics",
+                "cartpole swingup: actuator gain 10 → 6")
+_register("dmc-walker-walk", "dmc", "dmc-walker-walk", "walker walk; cost while a joint is faster than 12 rad/s")
+_register("dmc-walker-walk-heavy", "dmc", "dmc-walker-walk", "torso mass ×1.5", torso_mass_scale=1.5)
+_register("dmc-walker-walk-slippery", "dmc", "dmc-walker-walk", "floor friction 0.7 → 0.2", friction=0.2)
+_register_shift("walker-heavy-torso", "dmc-walker-walk", "dmc-walker-walk-heavy", "dynamics",
+                "walker walk: torso mass ×1.5")
+_register_shift("walker-slippery", "dmc-walker-walk", "dmc-walker-walk-slippery", "dynamics",
+                "walker walk: floor friction 0.7 → 0.2")
 
 
 def names() -> list[str]:
-    return sorted(_REGISTRY)
+    """Every env name ``make`` accepts."""
+    return sorted(ENVS)
 
 
 def make(name: str, seed: int | None = None, **overrides) -> gym.Env:
-    if name not in _REGISTRY:
+    """Build env ``name``; ``overrides`` set its parameters (unknown keys raise InputError)."""
+    if name not in ENVS:
         raise unknown("env", name, names())
-    env = _REGISTRY[name](**overrides)
+    spec = ENVS[name]
+    env = FAMILIES[spec.family](spec.base, **{**spec.kwargs, **overrides})
     if seed is not None:
         env.reset(seed=seed)
     return env
 
 
-__all__ = ["SHIFTS", "InputError", "Shift", "make", "names"]
+def _register_safety_gym() -> None:
+    from envs.safety_gym import register_envs_and_shifts
+
+    register_envs_and_shifts(_register, _register_shift)
+
+
+_register_safety_gym()
+
+__all__ = ["ENVS", "SHIFTS", "InputError", "Shift", "make", "names"]

@@ -43,6 +43,9 @@ class ModelConfig:
     lr: float = 1e-4
     # global gradient-norm clip for the model
     grad_clip_norm: float = 40.0
+    # run encoder/decoder convolutions under bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX
+    # and on GPUs; weights, optimiser and losses stay float32). Off in Safe SLAC's settings.
+    bf16_convs: bool = False
 
 
 @dataclass

@@ -39,8 +39,8 @@ class LatentModel(nn.Module):
         self.cfg = cfg
         z1, z2, feat, hidden = cfg.z1_dim, cfg.z2_dim, cfg.feature_dim, list(cfg.hidden_units)
         self.latent_dim = z1 + z2
-        self.encoder = Encoder(image_shape[0], feat)
-        self.decoder = Decoder(self.latent_dim, image_shape[0])
+        self.encoder = Encoder(image_shape[0], feat, bf16=cfg.bf16_convs)
+        self.decoder = Decoder(self.latent_dim, image_shape[0], bf16=cfg.bf16_convs)
         self.z2_init = GaussianHead(z1, z2, hidden)  # p(z2_0 | z1_0), shared by prior and posterior
         self.z1_prior = GaussianHead(z2 + action_dim, z1, hidden)  # p(z1_{t+1} | z2_t, a_t)
         self.z2_transition = GaussianHead(z1 + z2 + action_dim, z2, hidden)  # p(z2_{t+1} | z1_{t+1}, z2_t, a_t)

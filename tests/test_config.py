@@ -25,7 +25,7 @@ def test_every_preset_resolves():
 def test_overrides_are_typed_and_nested():
     cfg = config.resolve("smoke", sets=["agent.lr=3e-4", "model.hidden_units=[64, 64]",
                                         "env_overrides.action_repeat=4", "agent.target_entropy=null",
-                                        "adversary.perturb_model=true", "train.steps=1e3"])
+                                        "adversary.kind=image", "adversary.perturb_model=true", "train.steps=1e3"])
     assert cfg.agent.lr == 3e-4 and cfg.model.hidden_units == [64, 64]
     assert cfg.env_overrides == {"action_repeat": 4} and cfg.agent.target_entropy is None
     assert cfg.adversary.perturb_model is True and cfg.train.steps == 1000

@@ -1,0 +1,57 @@
+"""Offscreen rendering of a MuJoCo model with ``mujoco.Renderer`` (no window, no pickled state).
+
+``MUJOCO_GL`` defaults to ``egl`` (headless; Mesa's software renderer on machines without a
+GPU) when the user has not chosen a backend. A backend that cannot start raises one
+:class:`~envs.errors.InputError` naming the backend and the alternatives.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import weakref
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+from envs.errors import InputError  # noqa: E402
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+_EXIT_HOOK = []
+
+
+class Camera:
+    """Renders (H, W, 3) uint8 frames of one model from one camera, all geom groups visible."""
+
+    def __init__(self, model: mujoco.MjModel, height: int, width: int, camera: int | str):
+        try:
+            self._renderer = mujoco.Renderer(model, height, width)
+        except Exception as e:  # the backend's own exception types differ (EGL, OSMesa, GLFW)
+            raise InputError(
+                f"cannot start the MuJoCo rendering backend MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}. Valid backends: egl (headless, "
+                "needs libEGL, e.g. Debian's libegl1 + libgl1-mesa-dri), osmesa (software, needs libosmesa6), "
+                "glfw (needs a display).") from None
+        self._option = mujoco.MjvOption()
+        self._option.geomgroup[:] = 1  # every geom group, so hazards and decorations are visible
+        self.camera = camera
+        _LIVE.add(self)
+        if not _EXIT_HOOK:  # registered after the GL libraries' own exit hooks, so it runs before them
+            _EXIT_HOOK.append(atexit.register(_close_all))
+
+    def render(self, data: mujoco.MjData) -> np.ndarray:
+        self._renderer.update_scene(data, camera=self.camera, scene_option=self._option)
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+def _close_all() -> None:
+    """Free GL contexts before the backend is torn down at exit (else EGL prints errors)."""
+    for camera in list(_LIVE):
+        camera.close()
