@@ -1,5 +1,202 @@
-"""Safety-Gymnasium tasks as pixel envs (being written)."""
+"""Safety-Gymnasium navigation tasks as pixel envs, seen from the robot's "vision" camera.
+
+The task's own renderer crashes with mujoco 3, so frames come from ``mujoco.Renderer`` on the
+task's model and data, with every geom group visible (hazards included). Shift parameters either
+change the task's geoms before its world is built (hazard count, colour, hazards → pillars of the
+same count) or edit the compiled model after each rebuild (robot mass, actuator gain, floor
+friction, light). Safety-Gymnasium rebuilds the MuJoCo model at every reset, so the parameters
+are re-applied and the cameras re-bound then.
+
+Episodes are 1000 simulator steps (Safety Gym's length), i.e. 500 agent steps at the default
+action repeat of 2 (Safe SLAC's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from envs.params import check_rgba, fill, require
+from envs.rendering import Camera
+from envs.safety_gym_compat import import_safety_gymnasium
+
+SIM_STEPS_PER_EPISODE = 1000
+ROBOTS = ("Point", "Car")
+TASKS = ("Goal1", "Goal2", "Button1", "Push1")
+
+
+@dataclass
+class SafetyGymParams:
+    image_size: int = 64
+    action_repeat: int = 2
+    time_limit: int = 0  # agent steps per episode; 0: 1000 simulator steps
+    hazards_num: int | None = None  # None: the task's own count
+    hazards_rgba: tuple | None = None
+    hazards_as_pillars: bool = False  # replace hazard discs (cost inside) by pillars (cost on contact)
+    robot_mass_scale: float = 1.0
+    actuator_gain_scale: float = 1.0
+    floor_friction_scale: float = 1.0
+    light_diffuse: float | None = None
+
+    def validate(self, env_name: str) -> None:
+        require(16 <= self.image_size <= 1024, f"override 'image_size' for env {env_name!r} must be in [16, 1024]")
+        require(self.action_repeat >= 1 and self.time_limit >= 0,
+                f"overrides 'action_repeat' (>= 1) and 'time_limit' (>= 0) out of range for env {env_name!r}")
+        require(self.hazards_num is None or 0 <= self.hazards_num <= 40,
+                f"override 'hazards_num' for env {env_name!r} must be in [0, 40]")
+        for name in ("robot_mass_scale", "actuator_gain_scale", "floor_friction_scale"):
+            require(getattr(self, name) > 0, f"override {name!r} for env {env_name!r} must be > 0")
+        require(self.light_diffuse is None or 0 <= self.light_diffuse <= 1,
+                f"override 'light_diffuse' for env {env_name!r} must be in [0, 1]")
+        check_rgba("hazards_rgba", self.hazards_rgba, env_name)
+
+
+def _make_builder(robot: str, task: str, p: SafetyGymParams):
+    import_safety_gymnasium()
+    from safety_gymnasium.assets.geoms import Pillars
+    from safety_gymnasium.builder import Builder
+
+    class PixelTaskBuilder(Builder):
+        """Builder whose task geoms are edited before the observation space is built."""
+
+        def _get_task(self):
+            task_obj = super()._get_task()
+            hazards = getattr(task_obj, "hazards", None)
+            if hazards is not None:
+                if p.hazards_num is not None:
+                    hazards.num = p.hazards_num
+                if p.hazards_rgba is not None:
+                    hazards.color = np.asarray(p.hazards_rgba, dtype=np.float64)
+                if p.hazards_as_pillars:
+                    del task_obj._geoms["hazards"]
+                    delattr(task_obj, "hazards")
+                    pillars = Pillars(num=hazards.num, size=hazards.size, keepout=hazards.keepout)
+                    if p.hazards_rgba is not None:
+                        pillars.color = hazards.color
+                    task_obj._add_geoms(pillars)
+                task_obj.build_observation_space()
+            return task_obj
+
+    return PixelTaskBuilder(f"Safety{robot}{task}-v0", config={"agent_name": robot})
+
+
+class SafetyGymPixelEnv(gym.Env):
+    """A Safety-Gymnasium task observed as (3, H, W) uint8 images from the robot's camera."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, name: str, **overrides):
+        robot, task = name.split("-")[1:3]
+        self.name = name
+        self.params = fill(SafetyGymParams, overrides, name)
+        self._builder = _make_builder(robot.capitalize(), task.capitalize(), self.params)
+        self.action_repeat = self.params.action_repeat
+        self.max_episode_steps = self.params.time_limit or SIM_STEPS_PER_EPISODE // self.action_repeat
+        size = self.params.image_size
+        self.observation_space = gym.spaces.Box(0, 255, (3, size, size), np.uint8)
+        space = self._builder.action_space
+        self._low, self._high = space.low, space.high
+        self.action_space = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
+        self._camera: Camera | None = None
+        self._overview: Camera | None = None
+        self._model = None
+        self._t = 0
+
+    @property
+    def model(self):
+        """The current MuJoCo model (rebuilt by Safety-Gymnasium at each reset)."""
+        return self._builder.task.model
+
+    def _rebind(self) -> None:
+        """After a rebuild: apply the dynamics/appearance parameters and re-create the cameras."""
+        model, p = self.model, self.params
+        if p.robot_mass_scale != 1.0:
+            model.body_mass[model.body("agent").id] *= p.robot_mass_scale
+        if p.actuator_gain_scale != 1.0:
+            model.actuator_gear[:, 0] *= p.actuator_gain_scale
+        if p.floor_friction_scale != 1.0:
+            model.geom_friction[model.geom("floor").id, 0] *= p.floor_friction_scale
+        if p.light_diffuse is not None:
+            model.light_diffuse[:] = p.light_diffuse
+        self.close()
+        size = p.image_size
+        self._camera = Camera(model, size, size, "vision")
+        self._model = model
+
+    def _image(self) -> np.ndarray:
+        if self.model is not self._model:  # a goal reached can also rebuild the world
+            self._rebind()
+        return np.ascontiguousarray(self._camera.render(self._builder.task.data).transpose(2, 0, 1))
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        # Safety-Gymnasium draws layouts from its own RNG; seed it from ours on every reset, so a
+        # seed fixes the layout and an unseeded reset still follows the env's seeded stream.
+        self._builder.reset(seed=int(self.np_random.integers(2**31)))
+        self._t = 0
+        return self._image(), {"cost": 0.0}
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        action = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
+        reward = cost = 0.0
+        terminated = False
+        for _ in range(self.action_repeat):
+            _, r, c, terminated, truncated, _ = self._builder.step(action)
+            reward += float(r)
+            cost += float(c)
+            if terminated or truncated:
+                break
+        self._t += 1
+        truncated = self._t >= self.max_episode_steps or (truncated and not terminated)
+        return self._image(), reward, bool(terminated), bool(truncated), {"cost": cost}
+
+    def render_overview(self, size: int = 256) -> np.ndarray:
+        """A (size, size, 3) uint8 top-down frame from the far fixed camera, for videos."""
+        if self._overview is None or self._overview_key != (id(self.model), size):
+            if self._overview is not None:
+                self._overview.close()
+            self._overview = Camera(self.model, size, size, "fixedfar")
+            self._overview_key = (id(self.model), size)
+        return self._overview.render(self._builder.task.data)
+
+    def render(self):
+        return self.render_overview()
+
+    def close(self) -> None:
+        for cam in (self._camera, self._overview):
+            if cam is not None:
+                cam.close()
+        self._camera = self._overview = None
 
 
 def register_envs_and_shifts(register, register_shift) -> None:
-    return None
+    for robot in ROBOTS:
+        for task in TASKS:
+            register(f"sg-{robot.lower()}-{task.lower()}", "safety-gym", f"sg-{robot.lower()}-{task.lower()}",
+                     f"Safety-Gymnasium {robot}{task}, vision camera")
+    register("sg-point-goal1-pillars", "safety-gym", "sg-point-goal1", "PointGoal1 with its 8 hazard discs as pillars",
+             hazards_as_pillars=True)
+    register("sg-point-goal1-orange-hazards", "safety-gym", "sg-point-goal1", "PointGoal1 with orange hazards",
+             hazards_rgba=(1.0, 0.5, 0.0, 0.25))
+    register("sg-point-goal1-dim", "safety-gym", "sg-point-goal1", "PointGoal1 under dim light", light_diffuse=0.25)
+    register("sg-point-goal1-heavy", "safety-gym", "sg-point-goal1", "PointGoal1 with a 3x heavier robot",
+             robot_mass_scale=3.0)
+    register("sg-car-goal1-weak-motor", "safety-gym", "sg-car-goal1", "CarGoal1 with actuator gain x0.5",
+             actuator_gain_scale=0.5)
+    register_shift("point-goal-level", "sg-point-goal1", "sg-point-goal2", "layout",
+                   "PointGoal level 1 → 2: 8 → 10 hazards and 1 → 10 vases (constrained) on a larger floor")
+    register_shift("car-goal-level", "sg-car-goal1", "sg-car-goal2", "layout",
+                   "CarGoal level 1 → 2: 8 → 10 hazards and 1 → 10 vases (constrained) on a larger floor")
+    register_shift("point-hazards-to-pillars", "sg-point-goal1", "sg-point-goal1-pillars", "shape",
+                   "PointGoal1: the 8 flat hazard discs become 8 solid pillars (cost on contact)")
+    register_shift("point-hazard-colour", "sg-point-goal1", "sg-point-goal1-orange-hazards", "appearance",
+                   "PointGoal1: hazards turn from blue to orange")
+    register_shift("point-dim-light", "sg-point-goal1", "sg-point-goal1-dim", "appearance",
+                   "PointGoal1: the scene's light dims to a quarter")
+    register_shift("point-heavy-robot", "sg-point-goal1", "sg-point-goal1-heavy", "dynamics",
+                   "PointGoal1: robot body mass x3")
+    register_shift("car-weak-motor", "sg-car-goal1", "sg-car-goal1-weak-motor", "dynamics",
+                   "CarGoal1: actuator gains halved")
