@@ -103,9 +103,10 @@ class AdversarialTraining:
                     post["z2_std"][:n, index].flatten(0, 1), c.critic_input).view(n, len(index), -1)
             else:
                 index = (-2, -1) if c.targets == "perturbed" else (-2,)
-                images_adv = self._attack_images(images[:n], actions[:n], epsilon, index)  # may draw noise
-                with _fork_rng(images.device):
+                with _fork_rng(images.device):  # the clean and perturbed passes draw the same noise,
                     z_clean = _latents(self.model.filter_sequence(features, actions))
+                with _fork_rng(images.device):  # the one model.latents would draw without an adversary
+                    images_adv = self._attack_images(images[:n], actions[:n], epsilon, index)
                 features = features.clone()
                 features[:n] = self.model.encode(images_adv)
                 z_adv = _latents(self.model.filter_sequence(features, actions))  # the same noise as z_clean
