@@ -12,10 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from envs.errors import InputError
-from slac.config import presets
-from slac.run import RunRequest, make_trainer
-from slac.trainer import TrainingDiverged
+try:
+    from envs.errors import InputError
+    from slac.config import presets
+    from slac.run import RunRequest, make_trainer
+    from slac.trainer import TrainingDiverged
+except ValueError as error:  # envs.InputError at import: the MuJoCo rendering backend cannot start
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[RunRequest, bool]:

@@ -14,16 +14,27 @@ the action repeat, like the reward). ``env.unwrapped`` exposes ``action_repeat``
 from __future__ import annotations
 
 import os
+import sys
+import types
 
 # before anything imports mujoco (gymnasium's plugin loader does): headless rendering by default
 os.environ.setdefault("MUJOCO_GL", "egl")
+# gymnasium's plugin loader imports gymnasium-robotics, which prints a notice about Adroit envs
+# (unused here) to stderr on every import; an empty notification table keeps runs' output clean.
+sys.modules.setdefault("farama_notifications", types.SimpleNamespace(notifications={}))
 
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
-import gymnasium as gym  # noqa: E402
+from envs.errors import RENDER_BACKENDS, InputError, backend_error, unknown  # noqa: E402
 
-from envs.errors import InputError, unknown  # noqa: E402
+# gymnasium's plugin loader imports MuJoCo's renderer: a bad backend would fail deep inside it
+if os.environ["MUJOCO_GL"] not in RENDER_BACKENDS:
+    raise backend_error("not a backend name")
+try:
+    import gymnasium as gym  # noqa: E402
+except (RuntimeError, AttributeError, ImportError) as _error:
+    raise backend_error(f"{type(_error).__name__}: {_error}") from None
 
 
 @dataclass(frozen=True)
@@ -51,12 +62,18 @@ def _toy(base: str, **kwargs) -> gym.Env:
 
 
 def _dmc(base: str, **kwargs) -> gym.Env:
+    from envs.rendering import check_backend
+
+    check_backend()
     from envs.dmc import DMCSafetyEnv
 
     return DMCSafetyEnv(base, **kwargs)
 
 
 def _safety_gym(base: str, **kwargs) -> gym.Env:
+    from envs.rendering import check_backend
+
+    check_backend()
     from envs.safety_gym import SafetyGymPixelEnv
 
     return SafetyGymPixelEnv(base, **kwargs)

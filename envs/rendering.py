@@ -16,9 +16,29 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from envs.errors import InputError  # noqa: E402
+from envs.errors import RENDER_BACKENDS, backend_error  # noqa: E402
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
+_BACKEND_OK: list[bool] = []
+
+
+def check_backend() -> None:
+    """Start (once) a 1x1 GL context of the chosen backend; InputError if it cannot start.
+
+    Called before dm-control or Safety-Gymnasium are imported: both load the backend at import
+    and would otherwise fail deep inside OpenGL bindings.
+    """
+    if _BACKEND_OK:
+        return
+    if os.environ.get("MUJOCO_GL") not in RENDER_BACKENDS:
+        raise backend_error("not a backend name")
+    try:
+        context = mujoco.GLContext(1, 1)
+        context.make_current()
+        context.free()
+    except Exception as e:  # backend-specific exception types (EGLError, AttributeError from PyOpenGL, ...)
+        raise backend_error(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    _BACKEND_OK.append(True)
 _EXIT_HOOK = []
 
 
@@ -26,14 +46,11 @@ class Camera:
     """Renders (H, W, 3) uint8 frames of one model from one camera, all geom groups visible."""
 
     def __init__(self, model: mujoco.MjModel, height: int, width: int, camera: int | str):
+        check_backend()
         try:
             self._renderer = mujoco.Renderer(model, height, width)
         except Exception as e:  # the backend's own exception types differ (EGL, OSMesa, GLFW)
-            raise InputError(
-                f"cannot start the MuJoCo rendering backend MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: "
-                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}. Valid backends: egl (headless, "
-                "needs libEGL, e.g. Debian's libegl1 + libgl1-mesa-dri), osmesa (software, needs libosmesa6), "
-                "glfw (needs a display).") from None
+            raise backend_error(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
         self._option = mujoco.MjvOption()
         self._option.geomgroup[:] = 1  # every geom group, so hazards and decorations are visible
         self.camera = camera
