@@ -1,0 +1,135 @@
+"""Evaluate a checkpoint: rollouts, metrics (table + JSON), test-time attacks and videos.
+
+    python evaluate.py --checkpoint RUN_DIR_OR_FILE [--env NAME | --shift NAME --side source|target]
+                       [--episodes N] [--seed N] [--deterministic | --stochastic] [--workers N]
+                       [--attack NAME --epsilon E [--attack-steps K] | --epsilon-sweep 0,0.01,...]
+                       [--video PATH.mp4] [--video-episodes K] [--out metrics.json] [--plot PATH.png]
+    python evaluate.py --compare RUN_A RUN_B ... [same options, without --video]
+
+Without --env/--shift the checkpoint's own training env is used (with --compare: the first one's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from envs.errors import InputError
+from latent_adversary import ATTACKS
+from slac import evaluation
+from slac.checkpoint import atomic_write
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="run directory (its checkpoints/latest.pt) or .pt file")
+    which.add_argument("--compare", nargs="+", metavar="RUN", help="several checkpoints, one table row each")
+    p.add_argument("--env", help="env to evaluate in (python -m envs --list); default: the checkpoint's")
+    p.add_argument("--shift", help="a shift name; --side picks its source or target env")
+    p.add_argument("--side", choices=["source", "target"], default="target", help="side of --shift (target)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed (episode k's env and torch seeds "
+                   "derive from it and k)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
+                      help="act with the mean action and mean latents (default)")
+    mode.add_argument("--stochastic", dest="deterministic", action="store_false",
+                      help="sample actions and latents")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (results equal a serial run)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--attack", choices=ATTACKS, help="test-time attack applied at every step")
+    p.add_argument("--epsilon", type=float,
+                   help="attack radius (pixels in [0, 1]; latents in posterior stds)")
+    p.add_argument("--attack-steps", type=int, default=evaluation.DEFAULT_ATTACK_STEPS,
+                   help="projected gradient steps of the attack (1 = FGSM)")
+    p.add_argument("--epsilon-sweep", metavar="E1,E2,...", help="evaluate --attack at each ε: table and PNG")
+    p.add_argument("--video", metavar="PATH.mp4", help="write the first --video-episodes episodes as an mp4")
+    p.add_argument("--video-episodes", type=int, default=1)
+    p.add_argument("--overview-size", type=int, default=256, help="height of the video's panels in pixels")
+    p.add_argument("--out", metavar="metrics.json", help="write the metrics as JSON")
+    p.add_argument("--plot", metavar="PATH.png", help="--epsilon-sweep plot (default: beside --out, "
+                   "else epsilon_sweep_<attack>.png here)")
+    return p.parse_args(argv)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Flag combinations that cannot work, each one clear error before anything loads."""
+    if args.epsilon_sweep is not None and args.epsilon is not None:
+        raise InputError("give either --epsilon E or --epsilon-sweep E1,E2,..., not both")
+    if args.attack is None and (args.epsilon is not None or args.epsilon_sweep is not None):
+        raise InputError(f"--epsilon/--epsilon-sweep need --attack NAME; valid: {', '.join(ATTACKS)}")
+    if args.attack is not None and args.epsilon is None and args.epsilon_sweep is None:
+        raise InputError("--attack needs --epsilon E (or --epsilon-sweep E1,E2,...)")
+    if args.epsilon is not None and args.epsilon < 0:
+        raise InputError(f"--epsilon must be >= 0, got {args.epsilon}")
+    if args.attack_steps < 1:
+        raise InputError(f"--attack-steps must be >= 1, got {args.attack_steps}")
+    if args.compare and args.epsilon_sweep is not None:
+        raise InputError("--compare and --epsilon-sweep do not combine; sweep one checkpoint at a time")
+    if args.video and (args.compare or args.epsilon_sweep is not None):
+        raise InputError("--video records one evaluation; it does not combine with --compare or "
+                         "--epsilon-sweep")
+    if args.video_episodes < 1 or args.overview_size < 16:
+        raise InputError("--video-episodes must be >= 1 and --overview-size >= 16")
+    for path, what in ((args.out, "--out"), (args.plot, "--plot")):
+        if path is not None:
+            evaluation.check_writable(path, what)
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
+    """Evaluate as the flags say; returns the metrics rows, what the table's label column is, and
+    how to label each row."""
+    check(args)
+    env = evaluation.env_name_for(args.env, args.shift, args.side)
+    common = {"episodes": args.episodes, "seed": args.seed, "deterministic": args.deterministic,
+              "workers": args.workers}
+    if args.compare:
+        evaluators = [evaluation.Evaluator(args.compare[0], env, args.device)]
+        env = evaluators[0].env_name
+        evaluators += [evaluation.Evaluator(c, env, args.device) for c in args.compare[1:]]  # all fit first
+        attack = evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
+        return [evaluation.evaluate(e, attack=attack, **common) for e in evaluators], "checkpoint", None
+    evaluator = evaluation.Evaluator(args.checkpoint, env, args.device)
+    if args.epsilon_sweep is not None:
+        specs = [evaluation.AttackSpec(args.attack, eps, args.attack_steps)
+                 for eps in evaluation.parse_epsilons(args.epsilon_sweep)]
+        rows = [evaluation.evaluate(evaluator, attack=spec, **common) for spec in specs]
+        return rows, "epsilon", lambda r: f"{r['epsilon']:g}"
+    attack = evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
+    video = {"video": args.video, "video_episodes": args.video_episodes, "overview_size": args.overview_size}
+    metrics = evaluation.evaluate(evaluator, attack=attack, **video, **common)
+    return [metrics], "checkpoint", None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    try:
+        rows, label, label_of = run(args)
+        print(evaluation.describe(rows[0]))
+        print(evaluation.table(rows, label, label_of))
+        if args.out:
+            payload = rows[0] if len(rows) == 1 and not args.epsilon_sweep else \
+                {"sweep" if args.epsilon_sweep else "compare": rows}
+            atomic_write(args.out, lambda f: f.write(json.dumps(payload, indent=1).encode()))
+            print(f"metrics: {args.out}")
+        if args.epsilon_sweep is not None:
+            plot = args.plot or (Path(args.out).with_suffix(".png") if args.out else
+                                 Path(f"epsilon_sweep_{args.attack}.png"))
+            evaluation.plot_sweep(rows, plot)
+            print(f"plot:    {plot}")
+        if args.video:
+            print(f"video:   {args.video}")
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
