@@ -21,9 +21,13 @@ from torch.nn import functional as F
 
 from slac.config import AgentConfig
 from slac.lagrangian import Lagrangian
-from slac.networks import mlp
+from slac.networks import mlp, tanh_gaussian_sample
 
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # clamp of the actor's log std (SLAC)
+
+
+def _leaky_relu():
+    return nn.LeakyReLU(0.2)  # the actor's and critics' hidden activation in Safe SLAC (sac.py)
 
 
 class TanhGaussianActor(nn.Module):
@@ -31,7 +35,7 @@ class TanhGaussianActor(nn.Module):
 
     def __init__(self, latent_dim: int, action_dim: int, hidden: list[int]):
         super().__init__()
-        self.net = mlp(latent_dim, 2 * action_dim, hidden, activation=nn.ReLU)
+        self.net = mlp(latent_dim, 2 * action_dim, hidden, activation=_leaky_relu)
 
     def distribution(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of the pre-tanh Gaussian."""
@@ -39,13 +43,8 @@ class TanhGaussianActor(nn.Module):
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
 
     def sample(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised a ~ π(· | z) and log π(a | z), with the tanh change of variables."""
-        mean, std = self.distribution(z)
-        u = mean + std * torch.randn_like(std)
-        log_prob = (-0.5 * ((u - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
-        # log|d tanh(u)/du| = log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), numerically stable
-        log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
-        return torch.tanh(u), log_prob
+        """Reparameterised a ~ π(· | z), (B, A), and log π(a | z), (B,), with the tanh change of variables."""
+        return tanh_gaussian_sample(*self.distribution(z))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """The deterministic action tanh(mean)."""
@@ -53,15 +52,21 @@ class TanhGaussianActor(nn.Module):
 
 
 class QNetwork(nn.Module):
-    """Q(z, a) -> (B,); ``init_value`` sets the initial output (used for the cost critic)."""
+    """Q(z, a) -> (B,).
 
-    def __init__(self, latent_dim: int, action_dim: int, hidden: list[int], init_value: float = 0.0):
+    ``init_value`` (the cost critic) makes the network start near that constant: the output layer
+    gets tiny weights and that bias (Safe SLAC sets the bias only), and, as Safe SLAC's cost critic,
+    a LeakyReLU(0.01) on the output, so that it is hard for Qc of non-negative costs to go negative.
+    """
+
+    def __init__(self, latent_dim: int, action_dim: int, hidden: list[int], init_value: float | None = None):
         super().__init__()
-        self.net = mlp(latent_dim + action_dim, 1, hidden, activation=nn.ReLU)
-        if init_value:
+        self.net = mlp(latent_dim + action_dim, 1, hidden, activation=_leaky_relu)
+        if init_value is not None:
             last = self.net[-1]
             nn.init.uniform_(last.weight, -1e-3, 1e-3)
             nn.init.constant_(last.bias, init_value)
+            self.net.append(nn.LeakyReLU(0.01))
 
     def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([z, action], dim=-1)).squeeze(-1)
@@ -78,12 +83,15 @@ class TwinQ(nn.Module):
 
 
 def episode_budget(budget_per_1000: float, episode_agent_steps: int, action_repeat: int) -> float:
-    """The cost budget of one episode: d per 1000 simulator steps scaled to the episode's length."""
+    """The cost budget D of one episode: d per 1000 simulator steps scaled to the episode's length,
+    D = d · T · action_repeat / 1000 for T agent steps (25 for Safety Gym's 1000-step episodes)."""
     return budget_per_1000 * episode_agent_steps * action_repeat / 1000.0
 
 
 def discounted_step_budget(episode_budget_: float, episode_agent_steps: int, gamma_c: float) -> float:
-    """Qc's value when the budget is spent evenly: sum_{t<T} γ_c^t d/T (Safe SLAC's ``budget``)."""
+    """Qc's value when the budget is spent evenly, D/T per agent step: Σ_{t<T} γ_c^t D/T
+    = D/T · (1 − γ_c^T) / (1 − γ_c). Safe SLAC (``slac/algo.py``) computes the same with
+    T = 1000 / action_repeat and D = 25, and starts its cost critic's output bias there."""
     T = episode_agent_steps
     return episode_budget_ / T * (1 - gamma_c**T) / (1 - gamma_c)
 
@@ -113,7 +121,8 @@ class SafeSACAgent(nn.Module):
         self.lagrangian = Lagrangian(cfg, self.budget_per_episode)
         adam = lambda params: torch.optim.Adam(params, lr=cfg.lr, foreach=True)  # noqa: E731
         self.optimizers = {"actor": adam(self.actor.parameters()), "critic": adam(self.critic.parameters()),
-                           "cost_critic": adam(self.cost_critic.parameters()), "alpha": adam([self.log_alpha])}
+                           "cost_critic": adam(self.cost_critic.parameters()),
+                           "alpha": adam([self.log_alpha])}
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -124,22 +133,25 @@ class SafeSACAgent(nn.Module):
         return self.actor(z) if deterministic else self.actor.sample(z)[0]
 
     def critic_targets(self, reward, cost, next_z, terminated) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bellman targets for Q and Qc (no gradient)."""
+        """Bellman targets for Q and Qc, (B,) each, no gradient; one a' ~ π(· | z') serves both."""
         with torch.no_grad():
             next_action, next_log_prob = self.actor.sample(next_z)
             q1, q2 = self.critic_target(next_z, next_action)
-            soft_value = torch.min(q1, q2) - self.alpha * next_log_prob
-            target_q = reward + self.cfg.gamma * (1.0 - terminated) * soft_value
-            target_qc = cost + self.cfg.gamma_c * (1.0 - terminated) * self.cost_critic_target(next_z, next_action)
+            soft_value = torch.min(q1, q2) - self.alpha * next_log_prob  # V̄(z') = min_i Q̄_i − α log π
+            bootstrap = 1.0 - terminated  # a termination ends the return; a truncation is never passed here
+            target_q = reward + self.cfg.gamma * bootstrap * soft_value
+            target_qc = cost + self.cfg.gamma_c * bootstrap * self.cost_critic_target(next_z, next_action)
         return target_q, target_qc
 
-    def _step(self, name: str, loss: torch.Tensor, params, clip: float) -> float:
+    def _step(self, name: str, loss: torch.Tensor, params, clip: float) -> torch.Tensor:
+        """Backward, clip the global gradient norm at ``clip``, one step of optimiser ``name``;
+        returns the norm before clipping (a tensor, so that no device sync happens here)."""
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = nn.utils.clip_grad_norm_(params, clip, foreach=True)
         opt.step()
-        return norm.item()
+        return norm
 
     def update(self, z, action, reward, cost, next_z, terminated,
                penalties: dict | None = None) -> dict[str, float]:
@@ -159,14 +171,14 @@ class SafeSACAgent(nn.Module):
             extra[f"loss/{name}_penalty"] = term.item()
             return loss + term
 
-        target_q, target_qc = self.critic_targets(reward, cost, next_z, terminated)
+        target_q, target_qc = self.critic_targets(reward, cost, next_z, terminated)  # (B,) each
         q1, q2 = self.critic(z, action)
         loss_critic = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        self._step("critic", loss_critic, self.critic.parameters(), clip)
+        norm_critic = self._step("critic", loss_critic, self.critic.parameters(), clip)
         qc = self.cost_critic(z, action)
         loss_cost_critic = F.mse_loss(qc, target_qc)
-        self._step("cost_critic", penalised("cost_critic", loss_cost_critic), self.cost_critic.parameters(),
-                   clip)
+        norm_cost_critic = self._step("cost_critic", penalised("cost_critic", loss_cost_critic),
+                                      self.cost_critic.parameters(), clip)
 
         # actor: critics are held fixed (their parameters get no gradient from this loss)
         self.critic.requires_grad_(False)
@@ -174,9 +186,10 @@ class SafeSACAgent(nn.Module):
         new_action, log_prob = self.actor.sample(z)
         q_new = torch.min(*self.critic(z, new_action))
         qc_new = self.cost_critic(z, new_action)
-        loss_actor = (self.alpha * log_prob - q_new + self.lagrangian.value * qc_new).mean()
+        lam = self.lagrangian.lam  # λ ≥ 0, a buffer: no gradient reaches it from here
+        loss_actor = (self.alpha * log_prob - q_new + lam * qc_new).mean()
         # Safe SLAC clips the actor at 2x
-        self._step("actor", penalised("actor", loss_actor), self.actor.parameters(), 2 * clip)
+        norm_actor = self._step("actor", penalised("actor", loss_actor), self.actor.parameters(), 2 * clip)
         self.critic.requires_grad_(True)
         self.cost_critic.requires_grad_(True)
 
@@ -186,10 +199,13 @@ class SafeSACAgent(nn.Module):
 
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         soft_update(self.cost_critic_target, self.cost_critic, self.cfg.tau)
-        return {"loss/critic": loss_critic.item(), "loss/cost_critic": loss_cost_critic.item(),
-                "loss/actor": loss_actor.item(), "loss/alpha": loss_alpha.item(),
-                "train/alpha": self.alpha.item(), "train/entropy": entropy.item(),
-                "train/q": q1.mean().item(), "train/qc": qc.mean().item(), **extra}
+        scalars = {"loss/critic": loss_critic, "loss/cost_critic": loss_cost_critic, "loss/actor": loss_actor,
+                   "loss/alpha": loss_alpha, "train/alpha": self.alpha, "train/lambda": lam,
+                   "train/entropy": entropy, "train/q": q1.mean(), "train/qc": qc.mean(),
+                   "loss/critic_grad_norm": norm_critic, "loss/cost_critic_grad_norm": norm_cost_critic,
+                   "loss/actor_grad_norm": norm_actor}
+        values = torch.stack([v.detach().float().reshape(()) for v in scalars.values()]).tolist()  # one sync
+        return {**dict(zip(scalars, values, strict=True)), **extra}
 
     def update_lagrange(self, episode_cost: float) -> dict[str, float]:
         """λ rises when the episode cost exceeds the budget and falls (not below 0) otherwise."""

@@ -1,23 +1,37 @@
 """The Lagrange multiplier λ ≥ 0 on the episode cost budget, updated once per episode.
 
 - ``gradient``: projected dual ascent, λ ← max(0, λ + lr (C − d)), with C the measured episode
-  cost and d the episode budget. (Safe SLAC updates a softplus-parametrised λ with SGD every
-  step on the per-step error; summed over an episode that error is C − d, the signal used here.)
+  cost and d the episode budget. (Safe SLAC, ``slac/algo.py`` ``update_lag``, instead takes an SGD
+  step every env step on λ = softplus(ρ) with the per-step error c_t − d/T, scaled by
+  1/softplus(ρ), i.e. nearly a step on log λ; summed over an episode its error is C − d, the
+  signal used here once per episode.)
 - ``pid``: the PID Lagrangian of Stooke, Achiam & Abbeel (2020, Algorithm 2):
-  e = C − d,  I ← max(0, I + K_i e),  ∂ = max(0, C − C_prev),  λ = max(0, K_p e + I + K_d ∂).
+  e = C − d,  I ← max(0, I + e),  ∂ = max(0, C − C_prev),  λ = max(0, K_p e + K_i I + K_d ∂).
+  The buffer ``integral`` holds K_i I (the same, as K_i ≥ 0), started at the initial λ so both
+  rules start equal; the first episode has no derivative term (Algorithm 2's C_prev = 0 would
+  kick λ up by K_d C).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+from envs.errors import InputError
 from slac.config import AgentConfig
 
 
 class Lagrangian(nn.Module):
+    """λ ≥ 0 and the state of its update rule (buffers, so ``state_dict`` holds all of it)."""
+
+    KINDS = ("gradient", "pid")
+
     def __init__(self, cfg: AgentConfig, budget: float):
         super().__init__()
+        if cfg.lagrangian not in self.KINDS:
+            raise InputError(f"unknown agent.lagrangian {cfg.lagrangian!r}; valid: {', '.join(self.KINDS)}")
         self.kind, self.budget = cfg.lagrangian, float(budget)
         self.lr, self.kp, self.ki, self.kd = cfg.lagrange_lr, cfg.pid_kp, cfg.pid_ki, cfg.pid_kd
         self.register_buffer("lam", torch.tensor(float(cfg.init_lagrange)))
@@ -36,7 +50,8 @@ class Lagrangian(nn.Module):
         else:
             integral = max(0.0, float(self.integral) + self.ki * error)
             previous = float(self.previous_cost)
-            derivative = 0.0 if previous != previous else max(0.0, float(episode_cost) - previous)  # nan: first
+            first = math.isnan(previous)  # no previous episode yet
+            derivative = 0.0 if first else max(0.0, float(episode_cost) - previous)
             lam = max(0.0, self.kp * error + integral + self.kd * derivative)
             self.integral.fill_(integral)
             self.previous_cost.fill_(float(episode_cost))

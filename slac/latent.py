@@ -5,22 +5,27 @@ Two latent levels per step, z_t = (z1_t, z2_t). Generative model:
     p(z1_{t+1} | z2_t, a_t),                p(z2_{t+1} | z1_{t+1}, z2_t, a_t)
     p(x_t | z_t) = N(decoder(z_t), image_noise^2)
     p(r_t | z_t, a_t, z_{t+1}) Gaussian,    p(c_t > 0 | z_t, a_t, z_{t+1}) Bernoulli
-Filtering posterior (sharing the z2 transitions with the prior, as SLAC does):
+Filtering posterior (sharing the z2 distributions with the prior, as SLAC does):
     q(z1_0 | x_0),   q(z1_{t+1} | x_{t+1}, z2_t, a_t),   z2 from the same p(z2 | ...) as above.
 Loss per sequence (the negative ELBO, SLAC eq. 6, plus Safe SLAC's cost term), summed over time
-and dimensions, averaged over the batch:
+and dimensions, averaged over the batch (as SLAC and Safe SLAC reduce it):
     sum_t KL(q(z1_t | .) || p(z1_t | .)) - log p(x_t | z_t) - log p(r_t | .) - log p(c_t | .)
 Images are float tensors in [0, 1] (``to_float``); attacks measure their L-inf ball in this scale.
+Each frame is encoded once per update; the filter then runs over features (the only sequential
+part), and the priors, decoder and reward/cost heads run batched over all time steps.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
 from slac.config import ModelConfig
-from slac.networks import Decoder, Encoder, GaussianHead, check_image_size, gaussian_kl, gaussian_log_prob, mlp
+from slac.networks import Decoder, Encoder, GaussianHead, gaussian_kl, gaussian_log_prob, mlp
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -29,23 +34,26 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def _draw(mean: torch.Tensor, std: torch.Tensor, sample: bool) -> torch.Tensor:
+    """A reparameterised draw from N(mean, std^2), or the mean itself."""
     return mean + std * torch.randn_like(std) if sample else mean
 
 
 class LatentModel(nn.Module):
+    """Encoder, two-level latent filter/prior, decoder, reward and cost heads, and their optimiser."""
+
     def __init__(self, cfg: ModelConfig, action_dim: int, image_shape: tuple[int, ...] = (3, 64, 64)):
         super().__init__()
-        check_image_size(image_shape)
         self.cfg = cfg
         z1, z2, feat, hidden = cfg.z1_dim, cfg.z2_dim, cfg.feature_dim, list(cfg.hidden_units)
         self.latent_dim = z1 + z2
-        self.encoder = Encoder(image_shape[0], feat, bf16=cfg.bf16_convs)
-        self.decoder = Decoder(self.latent_dim, image_shape[0], bf16=cfg.bf16_convs)
+        image_shape, a = tuple(image_shape), action_dim
+        self.encoder = Encoder(image_shape, feat, bf16=cfg.bf16_convs)  # x_t -> feat_t
+        self.decoder = Decoder(self.latent_dim, image_shape, bf16=cfg.bf16_convs)  # mean of p(x_t | z_t)
         self.z2_init = GaussianHead(z1, z2, hidden)  # p(z2_0 | z1_0), shared by prior and posterior
-        self.z1_prior = GaussianHead(z2 + action_dim, z1, hidden)  # p(z1_{t+1} | z2_t, a_t)
-        self.z2_transition = GaussianHead(z1 + z2 + action_dim, z2, hidden)  # p(z2_{t+1} | z1_{t+1}, z2_t, a_t)
+        self.z1_prior = GaussianHead(z2 + a, z1, hidden)  # p(z1_{t+1} | z2_t, a_t)
+        self.z2_transition = GaussianHead(z1 + z2 + a, z2, hidden)  # p(z2_{t+1} | z1_{t+1}, z2_t, a_t)
         self.z1_posterior_init = GaussianHead(feat, z1, hidden)  # q(z1_0 | x_0)
-        self.z1_posterior = GaussianHead(feat + z2 + action_dim, z1, hidden)  # q(z1_{t+1} | x_{t+1}, z2_t, a_t)
+        self.z1_posterior = GaussianHead(feat + z2 + a, z1, hidden)  # q(z1_{t+1} | x_{t+1}, z2_t, a_t)
         transition_dim = 2 * self.latent_dim + action_dim
         self.reward = GaussianHead(transition_dim, 1, hidden)  # p(r_t | z_t, a_t, z_{t+1})
         self.cost = mlp(transition_dim, 1, hidden)  # logit of p(c_t > 0 | z_t, a_t, z_{t+1})
@@ -56,55 +64,56 @@ class LatentModel(nn.Module):
         """(B, T, C, H, W) in [0, 1] -> features (B, T, F)."""
         return self.encoder(images)
 
-    def filter_sequence(self, features: torch.Tensor, actions: torch.Tensor, sample: bool = True) -> dict:
+    def filter_sequence(self, features: torch.Tensor, actions: torch.Tensor, sample: bool = True,
+                        prior: bool = True) -> dict:
         """Filter a sequence: features (B, S+1, F), actions (B, S, A) with actions[:, t] from t to t+1.
 
-        Returns posterior z1 stats and samples, z2 samples and the std of the z2 distribution they
-        were drawn from, and the matching z1 prior stats, all (B, S+1, .); with ``sample=False``
-        every draw is replaced by its mean. (The stds are what latent attacks measure their ball in.)
+        Returns, all (B, S+1, .): posterior z1 stats 'z1_mean', 'z1_std' and draws 'z1'; z2 draws
+        'z2' and the std 'z2_std' of the distribution each was drawn from (what latent attacks
+        measure their ball in); and, unless ``prior=False``, the z1 prior 'prior_mean',
+        'prior_std' along the posterior path. With ``sample=False`` every draw is its mean.
         """
-        z1_mean, z1_std = self.z1_posterior_init(features[:, 0])  # q(z1_0 | x_0)
+        z1_mean, z1_std = self.z1_posterior_init(features[:, 0])  # q(z1_0 | x_0), (B, z1)
         z1 = _draw(z1_mean, z1_std, sample)
-        z2_mean, z2_std = self.z2_init(z1)  # p(z2_0 | z1_0)
+        z2_mean, z2_std = self.z2_init(z1)  # p(z2_0 | z1_0), (B, z2)
         z2 = _draw(z2_mean, z2_std, sample)
-        post_mean, post_std, z1s, z2s, z2_stds = [z1_mean], [z1_std], [z1], [z2], [z2_std]
-        prior_mean, prior_std = [torch.zeros_like(z1_mean)], [torch.ones_like(z1_std)]  # p(z1_0) = N(0, I)
+        steps = [(z1_mean, z1_std, z1, z2, z2_std)]
         for t in range(actions.shape[1]):
             a = actions[:, t]
-            p_mean, p_std = self.z1_prior(z2, a)  # p(z1_{t+1} | z2_t, a_t)
             z1_mean, z1_std = self.z1_posterior(features[:, t + 1], z2, a)  # q(z1_{t+1} | x_{t+1}, z2_t, a_t)
             z1 = _draw(z1_mean, z1_std, sample)
             z2_mean, z2_std = self.z2_transition(z1, z2, a)  # p(z2_{t+1} | z1_{t+1}, z2_t, a_t)
             z2 = _draw(z2_mean, z2_std, sample)
-            z2_stds.append(z2_std)
-            prior_mean.append(p_mean)
-            prior_std.append(p_std)
-            post_mean.append(z1_mean)
-            post_std.append(z1_std)
-            z1s.append(z1)
-            z2s.append(z2)
-        stack = lambda xs: torch.stack(xs, dim=1)  # noqa: E731
-        return {"z1": stack(z1s), "z2": stack(z2s), "z1_mean": stack(post_mean), "z1_std": stack(post_std),
-                "z2_std": stack(z2_stds), "prior_mean": stack(prior_mean), "prior_std": stack(prior_std)}
+            steps.append((z1_mean, z1_std, z1, z2, z2_std))
+        keys = ("z1_mean", "z1_std", "z1", "z2", "z2_std")
+        out = {k: torch.stack(v, dim=1) for k, v in zip(keys, zip(*steps, strict=True), strict=True)}
+        if prior:
+            # p(z1_{t+1} | z2_t, a_t) for all t at once, after p(z1_0) = N(0, I): (B, S+1, z1)
+            mean, std = self.z1_prior(out["z2"][:, :-1], actions)
+            out["prior_mean"] = torch.cat([torch.zeros_like(mean[:, :1]), mean], dim=1)
+            out["prior_std"] = torch.cat([torch.ones_like(std[:, :1]), std], dim=1)
+        return out
 
     @torch.no_grad()
     def latents(self, images: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Posterior samples z = (z1, z2) for a batch of sequences: (B, S+1, latent_dim)."""
-        post = self.filter_sequence(self.encode(images), actions)
+        """Posterior draws z = (z1, z2) for a batch of sequences: (B, S+1, latent_dim)."""
+        post = self.filter_sequence(self.encode(images), actions, prior=False)
         return torch.cat([post["z1"], post["z2"]], dim=-1)
 
     def init_filter(self, image: torch.Tensor, sample: bool = True) -> dict:
-        """Online filtering, first frame: image (B, C, H, W) -> state with 'z1', 'z2', 'z'."""
-        z1_mean, z1_std = self.z1_posterior_init(self.encoder(image))
+        """Online filtering, first frame: image (B, C, H, W) -> state with 'z1', 'z2', 'z' (B, .)."""
+        z1_mean, z1_std = self.z1_posterior_init(self.encoder(image))  # q(z1_0 | x_0)
         z1 = _draw(z1_mean, z1_std, sample)
-        z2_mean, z2_std = self.z2_init(z1)
+        z2_mean, z2_std = self.z2_init(z1)  # p(z2_0 | z1_0)
         return self._state(z1, _draw(z2_mean, z2_std, sample), z1_mean, z1_std, z2_std)
 
-    def filter_step(self, state: dict, image: torch.Tensor, action: torch.Tensor, sample: bool = True) -> dict:
-        """One filtering step from the previous state, the action taken and the new frame."""
+    def filter_step(self, state: dict, image: torch.Tensor, action: torch.Tensor,
+                    sample: bool = True) -> dict:
+        """One filtering step from the previous state, the action a_{t-1} taken and the new frame x_t."""
+        # q(z1_t | x_t, z2_{t-1}, a_{t-1})
         z1_mean, z1_std = self.z1_posterior(self.encoder(image), state["z2"], action)
         z1 = _draw(z1_mean, z1_std, sample)
-        z2_mean, z2_std = self.z2_transition(z1, state["z2"], action)
+        z2_mean, z2_std = self.z2_transition(z1, state["z2"], action)  # p(z2_t | z1_t, z2_{t-1}, a_{t-1})
         return self._state(z1, _draw(z2_mean, z2_std, sample), z1_mean, z1_std, z2_std)
 
     @staticmethod
@@ -123,25 +132,30 @@ class LatentModel(nn.Module):
         Sequences never cross an episode end, so every reward and cost in them is real data and
         none is masked; ``terminated`` is accepted for interface symmetry.
         """
+        batch = images.shape[0]
         post = self.filter_sequence(self.encode(images), actions)
+        # KL(q(z1_t | .) || p(z1_t | .)), summed over dims and time
         kl = gaussian_kl(post["z1_mean"], post["z1_std"], post["prior_mean"], post["prior_std"])
-        loss_kl = kl.sum(-1).mean(0).sum()
+        loss_kl = kl.sum() / batch
         z = torch.cat([post["z1"], post["z2"]], dim=-1)  # (B, S+1, latent_dim)
-        image_mean = self.decoder(z)
-        loss_image = -gaussian_log_prob(images, image_mean, self.cfg.image_noise).sum((-3, -2, -1)).mean(0).sum()
-        transition = torch.cat([z[:, :-1], actions, z[:, 1:]], dim=-1)  # (B, S, 2L + A)
-        r_mean, r_std = self.reward(transition)
-        loss_reward = -gaussian_log_prob(rewards.unsqueeze(-1), r_mean, r_std).squeeze(-1).mean(0).sum()
-        cost_logit = self.cost(transition).squeeze(-1)
-        loss_cost = F.binary_cross_entropy_with_logits(cost_logit, (costs > 0).float(), reduction="none")
-        loss_cost = loss_cost.mean(0).sum()
+        # -log N(x; decoder(z), σ²) = (x - mean)² / (2σ²) + log σ + log(2π)/2 per pixel
+        sigma = self.cfg.image_noise
+        squared_error = (images - self.decoder(z)).square().sum()
+        log_normaliser = math.log(sigma) + 0.5 * math.log(2 * math.pi)
+        loss_image = (0.5 * squared_error / sigma**2 + images.numel() * log_normaliser) / batch
+        transition = torch.cat([z[:, :-1], actions, z[:, 1:]], dim=-1)  # (z_t, a_t, z_{t+1}): (B, S, 2L + A)
+        r_mean, r_std = self.reward(transition)  # p(r_t | z_t, a_t, z_{t+1}), (B, S, 1)
+        loss_reward = -gaussian_log_prob(rearrange(rewards, "b s -> b s 1"), r_mean, r_std).sum() / batch
+        cost_logit = rearrange(self.cost(transition), "b s 1 -> b s")  # p(c_t > 0 | z_t, a_t, z_{t+1})
+        labels = (costs > 0).float()  # Safe SLAC's label: sign(c_t)
+        loss_cost = F.binary_cross_entropy_with_logits(cost_logit, labels, reduction="sum") / batch
         loss = loss_kl + loss_image + loss_reward + loss_cost
-        metrics = {"loss/kl": loss_kl.item(), "loss/image": loss_image.item(), "loss/reward": loss_reward.item(),
-                   "loss/cost": loss_cost.item(), "loss/model": loss.item()}
-        return loss, metrics
+        names = ("loss/kl", "loss/image", "loss/reward", "loss/cost", "loss/model")
+        values = torch.stack([loss_kl, loss_image, loss_reward, loss_cost, loss]).tolist()  # one device sync
+        return loss, dict(zip(names, values, strict=True))
 
     def update(self, images, actions, rewards, costs, terminated) -> dict[str, float]:
-        """One Adam step on the negative ELBO, with gradient-norm clipping."""
+        """One Adam step on the negative ELBO, with global gradient-norm clipping."""
         loss, metrics = self.loss(images, actions, rewards, costs, terminated)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

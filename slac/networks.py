@@ -1,4 +1,9 @@
-"""Network building blocks: MLPs, the image encoder/decoder, Gaussian heads."""
+"""Network building blocks: MLPs, the image encoder/decoder, Gaussian and tanh-Gaussian heads.
+
+Architectures and initialisation follow SLAC / Safe SLAC (``slac/network/latent.py``, ``sac.py``,
+``initializer.py`` of LAVA-LAB/safe-slac): ELU in the latent model's MLPs and in the encoder,
+LeakyReLU(0.2) in the decoder and in the actor/critics, Xavier-uniform weights and zero biases.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,33 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
+# the encoder halves the image four times, then one convolution covers what is left
+IMAGE_DIVISOR = 16
 
-def mlp(in_dim: int, out_dim: int, hidden: list[int], activation=nn.LeakyReLU) -> nn.Sequential:
+
+def xavier_init(module: nn.Module) -> None:
+    """SLAC's initialiser: Xavier-uniform weights, zero biases, for linear and convolutional layers."""
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def mlp(in_dim: int, out_dim: int, hidden: list[int], activation=nn.ELU) -> nn.Sequential:
+    """Linear layers of sizes ``hidden`` with ``activation`` between them, and a linear output."""
     layers: list[nn.Module] = []
     for h in hidden:
         layers += [nn.Linear(in_dim, h), activation()]
         in_dim = h
     layers.append(nn.Linear(in_dim, out_dim))
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers).apply(xavier_init)
 
 
 class GaussianHead(nn.Module):
-    """x -> (mean, std) of a diagonal Gaussian; std = softplus(.) + 1e-5 as in SLAC."""
+    """inputs -> (mean, std) of a diagonal Gaussian; std = softplus(.) + 1e-5 as in SLAC.
+
+    Several inputs are concatenated on the last dim; any leading dims pass through.
+    """
 
     def __init__(self, in_dim: int, out_dim: int, hidden: list[int]):
         super().__init__()
@@ -32,12 +52,27 @@ class GaussianHead(nn.Module):
         return mean, F.softplus(raw_std) + 1e-5
 
 
+def tanh_gaussian_sample(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reparameterised a = tanh(u), u ~ N(mean, std^2), and log π(a) summed over the last dim.
+
+    log π(a) = log N(u; mean, std) − Σ log(1 − tanh(u)^2), the tanh change of variables, with
+    log(1 − tanh(u)^2) = 2 (log 2 − u − softplus(−2u)) (exact, and stable for large |u|).
+    """
+    noise = torch.randn_like(std)
+    u = mean + std * noise
+    log_prob = (-0.5 * noise**2 - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+    log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+    return torch.tanh(u), log_prob
+
+
 def check_image_size(image_shape: tuple[int, ...]) -> None:
+    """The encoder/decoder take (C, H, W) images with H and W positive multiples of 16 (64x64 in
+    Safe SLAC; 32, 48, 96, 128, ... also work, non-square too)."""
     from envs.errors import InputError
 
-    if tuple(image_shape[1:]) != (64, 64):
-        raise InputError(f"the latent model's encoder/decoder take 64x64 images (Safe SLAC's size); got "
-                         f"{tuple(image_shape)}; use image_size=64")
+    if len(image_shape) != 3 or any(s <= 0 or s % IMAGE_DIVISOR for s in image_shape[1:]):
+        raise InputError(f"the latent model takes (C, H, W) images with H and W multiples of {IMAGE_DIVISOR} "
+                         f"(e.g. 64x64, Safe SLAC's size); got {tuple(image_shape)}")
 
 
 class ConvNet(nn.Module):
@@ -58,38 +93,54 @@ class ConvNet(nn.Module):
 
 
 class Encoder(ConvNet):
-    """x_t (C, 64, 64) in [0, 1] -> feature (feature_dim,): SLAC's five-layer convnet."""
+    """x_t (C, H, W) in [0, 1] -> feature (feature_dim,): SLAC's five-layer convnet.
 
-    def __init__(self, channels: int, feature_dim: int, bf16: bool = False):
+    Four stride-2 convolutions take H x W to H/16 x W/16 (64x64 -> 4x4); the last convolution's
+    kernel covers that map, giving a 1x1 feature.
+    """
+
+    def __init__(self, image_shape: tuple[int, ...], feature_dim: int, bf16: bool = False):
         super().__init__(bf16)
+        check_image_size(image_shape)
+        channels, height, width = image_shape
         self.net = nn.Sequential(
-            nn.Conv2d(channels, 32, 5, 2, 2), nn.LeakyReLU(0.2),  # 32x32
-            nn.Conv2d(32, 64, 3, 2, 1), nn.LeakyReLU(0.2),  # 16x16
-            nn.Conv2d(64, 128, 3, 2, 1), nn.LeakyReLU(0.2),  # 8x8
-            nn.Conv2d(128, 256, 3, 2, 1), nn.LeakyReLU(0.2),  # 4x4
-            nn.Conv2d(256, feature_dim, 4), nn.LeakyReLU(0.2),  # 1x1
-        ).to(memory_format=torch.channels_last)
+            nn.Conv2d(channels, 32, 5, 2, 2), nn.ELU(),  # (32, H/2, W/2)
+            nn.Conv2d(32, 64, 3, 2, 1), nn.ELU(),  # (64, H/4, W/4)
+            nn.Conv2d(64, 128, 3, 2, 1), nn.ELU(),  # (128, H/8, W/8)
+            nn.Conv2d(128, 256, 3, 2, 1), nn.ELU(),  # (256, H/16, W/16)
+            nn.Conv2d(256, feature_dim, (height // IMAGE_DIVISOR, width // IMAGE_DIVISOR)),
+            nn.ELU(),  # (F, 1, 1)
+        ).apply(xavier_init).to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(..., C, H, W) -> (..., F)."""
         lead = images.shape[:-3]
         x = self.run(images.reshape(-1, *images.shape[-3:]))  # (N, F, 1, 1)
         return x.reshape(*lead, -1)
 
 
 class Decoder(ConvNet):
-    """z_t = (z1, z2) -> mean of p(x_t | z_t), (C, 64, 64); the std is the fixed image noise."""
+    """z_t = (z1, z2) -> mean of p(x_t | z_t), (C, H, W); the std is the fixed image noise.
 
-    def __init__(self, latent_dim: int, channels: int, bf16: bool = False):
+    The mirror image of the encoder: a transposed convolution to (256, H/16, W/16), then four
+    stride-2 upsamplings. (Safe SLAC also puts a LeakyReLU on the output; the mean here is linear.)
+    """
+
+    def __init__(self, latent_dim: int, image_shape: tuple[int, ...], bf16: bool = False):
         super().__init__(bf16)
+        check_image_size(image_shape)
+        channels, height, width = image_shape
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(latent_dim, 256, 4), nn.LeakyReLU(0.2),  # 4x4
-            nn.ConvTranspose2d(256, 128, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # 8x8
-            nn.ConvTranspose2d(128, 64, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # 16x16
-            nn.ConvTranspose2d(64, 32, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # 32x32
-            nn.ConvTranspose2d(32, channels, 5, 2, 2, 1),  # 64x64
-        ).to(memory_format=torch.channels_last)
+            nn.ConvTranspose2d(latent_dim, 256, (height // IMAGE_DIVISOR, width // IMAGE_DIVISOR)),
+            nn.LeakyReLU(0.2),  # (256, H/16, W/16)
+            nn.ConvTranspose2d(256, 128, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # (128, H/8, W/8)
+            nn.ConvTranspose2d(128, 64, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # (64, H/4, W/4)
+            nn.ConvTranspose2d(64, 32, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # (32, H/2, W/2)
+            nn.ConvTranspose2d(32, channels, 5, 2, 2, 1),  # (C, H, W)
+        ).apply(xavier_init).to(memory_format=torch.channels_last)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., latent_dim) -> (..., C, H, W)."""
         lead = z.shape[:-1]
         x = self.run(rearrange(z.reshape(-1, z.shape[-1]), "n d -> n d 1 1"))
         return x.reshape(*lead, *x.shape[1:])
