@@ -101,15 +101,19 @@ def attack_image_sequence(model, agent, images: torch.Tensor, actions: torch.Ten
     if random:
         return torch.cat([ball.random(), tail], dim=1)
     acts = actions[:, :last - 1]
-    with torch.no_grad():
-        z = _sequence_latents(model, head, acts, index).flatten(0, 1)
+    random_start = objective == "mad"  # KL has zero gradient at z̃ = z
+    clean: dict[str, torch.Tensor] = {}
+    if random_start:
+        with torch.no_grad():
+            clean["z"] = _sequence_latents(model, head, acts, index).flatten(0, 1)
 
     def value(x: torch.Tensor) -> torch.Tensor:
         z_adv = _sequence_latents(model, x, acts, index).flatten(0, 1)
+        # without a random start the first step is taken at the clean frames: its pass gives the clean z
+        z = clean.setdefault("z", z_adv.detach())
         return objective_value(objective, agent, z, z_adv, critic_input)
 
-    head_adv = pgd(ball, value, steps, default_step_size(epsilon, steps, step_size),
-                   random_start=objective == "mad")
+    head_adv = pgd(ball, value, steps, default_step_size(epsilon, steps, step_size), random_start)
     return torch.cat([head_adv, tail], dim=1)
 
 
