@@ -1,0 +1,225 @@
+"""envs/: every env constructs and steps; seeding; shifts change what they claim; errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", envs.names())
+def test_every_env_constructs_resets_and_steps(name):
+    env = envs.make(name, seed=0)
+    obs, info = env.reset(seed=1)
+    assert obs.shape == (3, 64, 64) and obs.dtype == np.uint8 and env.observation_space.contains(obs)
+    assert info["cost"] == 0.0
+    assert isinstance(env.action_space, gym.spaces.Box)
+    assert (env.action_space.low == -1).all() and (env.action_space.high == 1).all()
+    u = env.unwrapped
+    assert u.action_repeat >= 1 and u.max_episode_steps >= 1
+    for _ in range(3):
+        result = env.step(env.action_space.sample())
+        assert len(result) == 5
+        obs, reward, terminated, truncated, info = result
+        assert obs.shape == (3, 64, 64) and obs.dtype == np.uint8
+        assert isinstance(reward, float) and isinstance(terminated, bool) and isinstance(truncated, bool)
+        assert isinstance(info["cost"], float) and info["cost"] >= 0
+    overview = u.render_overview(96)
+    assert overview.shape == (96, 96, 3) and overview.dtype == np.uint8
+    env.close()
+
+
+@pytest.mark.parametrize("name", ["toy-reach", "dmc-cartpole-swingup", "sg-point-goal1"])
+def test_gymnasium_env_checker_passes(name):
+    check_env(envs.make(name, seed=0), skip_render_check=True)
+
+
+@pytest.mark.parametrize("name", ["toy-reach", "dmc-cartpole-swingup", "dmc-walker-walk", "sg-point-goal1",
+                                  "sg-car-goal2"])
+def test_same_seed_same_first_image_different_seed_different_layout(name):
+    first = [envs.make(name).reset(seed=s)[0] for s in (7, 7, 8)]
+    np.testing.assert_array_equal(first[0], first[1])
+    assert not np.array_equal(first[0], first[2])
+
+
+def test_safety_gym_layouts_follow_the_seed():
+    def hazard_positions(seed):
+        env = envs.make("sg-point-goal1")
+        env.reset(seed=seed)
+        model = env.unwrapped.model
+        return np.array([model.body(f"hazard{i}").pos.copy() for i in range(8)])
+
+    np.testing.assert_array_equal(hazard_positions(3), hazard_positions(3))
+    assert not np.allclose(hazard_positions(3), hazard_positions(4))
+
+
+def test_action_repeat_sums_reward_and_cost():
+    one = envs.make("dmc-cartpole-balance", action_repeat=1, cart_limit=0.01)
+    two = envs.make("dmc-cartpole-balance", action_repeat=2, cart_limit=0.01)
+    one.reset(seed=0)
+    two.reset(seed=0)
+    action = np.array([1.0], np.float32)
+    r1 = [one.step(action) for _ in range(6)]
+    r2 = [two.step(action) for _ in range(3)]
+    assert sum(r[1] for r in r1) == pytest.approx(sum(r[1] for r in r2))
+    assert sum(r[4]["cost"] for r in r1) == sum(r[4]["cost"] for r in r2) > 0
+    np.testing.assert_array_equal(r1[-1][0], r2[-1][0])
+
+
+def test_time_limit_truncates():
+    env = envs.make("dmc-cartpole-balance", time_limit=4)
+    env.reset(seed=0)
+    flags = [env.step(env.action_space.sample())[3] for _ in range(4)]
+    assert flags == [False, False, False, True]
+
+
+# ---------------------------------------------------------------- shifts
+def _model(name):
+    env = envs.make(name, seed=0)
+    env.reset(seed=0)
+    return env.unwrapped
+
+
+def _named(model, kind, name):
+    return getattr(model, kind)(name)
+
+
+def _count(model, prefix):
+    return sum(model.body(i).name.startswith(prefix) for i in range(model.nbody))
+
+
+def _geoms_of_type(model, prefix):
+    import mujoco
+
+    return {int(model.geom_type[model.body(i).geomadr[0]]) for i in range(model.nbody)
+            if model.body(i).name.startswith(prefix)} or {mujoco.mjtGeom.mjGEOM_NONE}
+
+
+def _check_cartpole(src, tgt, field):
+    s, t = src.physics.model, tgt.physics.model
+    if field == "pole_length":
+        assert t.geom("pole_1").size[1] == pytest.approx(1.6 * s.geom("pole_1").size[1])
+    elif field == "pole_mass":
+        assert (s.body("pole_1").mass[0], t.body("pole_1").mass[0]) == pytest.approx((0.1, 0.4))
+    elif field == "gravity":
+        assert (s.opt.gravity[2], t.opt.gravity[2]) == pytest.approx((-9.81, -15.0))
+    elif field == "gear":
+        assert (s.actuator_gear[0, 0], t.actuator_gear[0, 0]) == pytest.approx((10.0, 6.0))
+    elif field == "colours":
+        assert not np.allclose(s.mat_rgba[s.material("self").id], t.mat_rgba[t.material("self").id])
+        assert not np.allclose(s.light_diffuse, t.light_diffuse)
+
+
+def _check_walker(src, tgt, field):
+    s, t = src.physics.model, tgt.physics.model
+    if field == "torso":
+        assert t.body("torso").mass[0] == pytest.approx(1.5 * s.body("torso").mass[0])
+    else:
+        assert (s.geom("floor").friction[0], t.geom("floor").friction[0]) == pytest.approx((0.7, 0.2))
+
+
+def _check_sg(src, tgt, field):
+    import mujoco
+
+    s, t = src.model, tgt.model
+    if field == "level":
+        assert (_count(s, "hazard"), _count(t, "hazard")) == (8, 10)
+        assert (_count(s, "vase"), _count(t, "vase")) == (1, 10)
+    elif field == "pillars":
+        assert (_count(s, "hazard"), _count(t, "hazard")) == (8, 0)
+        assert (_count(s, "pillar"), _count(t, "pillar")) == (0, 8)
+        assert _geoms_of_type(s, "hazard") == _geoms_of_type(t, "pillar") == {int(mujoco.mjtGeom.mjGEOM_CYLINDER)}
+        assert t.geom_size[t.body("pillar0").geomadr[0]][1] > 10 * s.geom_size[s.body("hazard0").geomadr[0]][1]
+    elif field == "colour":
+        gs, gt = s.body("hazard0").geomadr[0], t.body("hazard0").geomadr[0]
+        assert not np.allclose(s.geom_rgba[gs], t.geom_rgba[gt])
+    elif field == "light":
+        assert t.light_diffuse.max() < s.light_diffuse.max()
+    elif field == "mass":
+        assert t.body("agent").mass[0] == pytest.approx(3 * s.body("agent").mass[0])
+    elif field == "gear":
+        np.testing.assert_allclose(t.actuator_gear[:, 0], 0.5 * s.actuator_gear[:, 0])
+
+
+SHIFT_CHECKS = {
+    "cartpole-long-pole": (_check_cartpole, "pole_length"),
+    "cartpole-heavy-pole": (_check_cartpole, "pole_mass"),
+    "cartpole-gravity": (_check_cartpole, "gravity"),
+    "cartpole-weak-motor": (_check_cartpole, "gear"),
+    "cartpole-colours": (_check_cartpole, "colours"),
+    "walker-heavy-torso": (_check_walker, "torso"),
+    "walker-slippery": (_check_walker, "friction"),
+    "point-goal-level": (_check_sg, "level"),
+    "car-goal-level": (_check_sg, "level"),
+    "point-hazards-to-pillars": (_check_sg, "pillars"),
+    "point-hazard-colour": (_check_sg, "colour"),
+    "point-dim-light": (_check_sg, "light"),
+    "point-heavy-robot": (_check_sg, "mass"),
+    "car-weak-motor": (_check_sg, "gear"),
+}
+
+
+def test_every_shift_is_checked_and_well_formed():
+    assert set(SHIFT_CHECKS) | {"toy-hazard-colour"} == set(envs.SHIFTS)
+    assert len([s for s in envs.SHIFTS if not s.startswith("toy")]) >= 8
+    assert {s.kind for s in envs.SHIFTS.values()} == {"layout", "shape", "appearance", "dynamics"}
+    for shift in envs.SHIFTS.values():
+        assert shift.source in envs.names() and shift.target in envs.names() and shift.description
+
+
+@pytest.mark.parametrize("shift", sorted(SHIFT_CHECKS))
+def test_shift_target_differs_in_what_it_claims(shift):
+    check, field = SHIFT_CHECKS[shift]
+    check(_model(envs.SHIFTS[shift].source), _model(envs.SHIFTS[shift].target), field)
+
+
+def test_toy_shift_changes_the_hazard_colour():
+    src, tgt = (envs.make(envs.SHIFTS["toy-hazard-colour"].__getattribute__(side)) for side in ("source", "target"))
+    assert not np.array_equal(src.unwrapped.hazard_color, tgt.unwrapped.hazard_color)
+
+
+# ---------------------------------------------------------------- errors
+@pytest.mark.parametrize("call, message", [
+    (lambda: envs.make("sg-point-goal9"), "unknown env 'sg-point-goal9'; valid: dmc-cartpole-balance"),
+    (lambda: envs.make("dmc-cartpole-balance", colour=1), "unknown override 'colour' for env"),
+    (lambda: envs.make("dmc-cartpole-balance", pole_length="long"), "'pole_length' for env 'dmc-cartpole-balance' "
+                                                                     "expects float"),
+    (lambda: envs.make("dmc-cartpole-balance", gravity=-1.0), "'gravity' for env 'dmc-cartpole-balance' must be > 0"),
+    (lambda: envs.make("sg-point-goal1", hazards_num=99), "'hazards_num' for env 'sg-point-goal1' must be in"),
+    (lambda: envs.make("sg-point-goal1", hazards_rgba=(1, 0, 0)), "must be 4 numbers in [0, 1]"),
+    (lambda: envs.make("dmc-walker-walk", image_size=8), "'image_size' for env 'dmc-walker-walk' must be in"),
+])
+def test_bad_input_is_one_clear_error(call, message):
+    with pytest.raises(InputError) as err:
+        call()
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("backend", ["nonsense", "osmesa"])
+def test_missing_rendering_backend_is_a_clear_error(backend):
+    import os
+
+    code = "import envs; envs.make('dmc-cartpole-balance')"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "MUJOCO_GL": backend})
+    if backend == "osmesa" and result.returncode == 0:
+        pytest.skip("OSMesa is installed on this machine")
+    assert result.returncode != 0
+    assert f"cannot start the MuJoCo rendering backend MUJOCO_GL='{backend}'" in result.stderr
+    assert "Valid backends: egl, osmesa, glfw" in result.stderr
+
+
+def test_list_command_prints_envs_and_shifts():
+    result = subprocess.run([sys.executable, "-m", "envs", "--list"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stderr == ""
+    for name in envs.names() + list(envs.SHIFTS):
+        assert name in result.stdout
