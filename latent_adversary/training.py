@@ -114,10 +114,12 @@ class AdversarialTraining:
         with torch.no_grad():
             before = objective_value(c.objective, self.agent, z[:n], z[:n], c.critic_input)
             after = objective_value(c.objective, self.agent, z[:n], z_tilde[:n], c.critic_input)
-        metrics = {"adversary/epsilon": epsilon, "adversary/objective_clean": before.mean().item(),
-                   "adversary/objective_perturbed": after.mean().item(),
-                   "adversary/success": (after - before).mean().item(),
-                   "adversary/latent_shift": (z_tilde[:n] - z[:n]).norm(dim=-1).mean().item()}
+            scalars = {"adversary/objective_clean": before.mean(),
+                       "adversary/objective_perturbed": after.mean(),
+                       "adversary/success": (after - before).mean(),
+                       "adversary/latent_shift": (z_tilde[:n] - z[:n]).norm(dim=-1).mean()}
+            values = torch.stack(list(scalars.values())).tolist()  # one device sync
+        metrics = {"adversary/epsilon": epsilon, **dict(zip(scalars, values, strict=True))}
         next_z = z_adv[:, -1] if c.targets == "perturbed" else z_clean[:, -1]
         inputs = AgentInputs(z_tilde if c.train_on == "perturbed" else z, next_z, metrics=metrics)
         if c.smoothness_coef > 0:
