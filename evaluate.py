@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from envs.errors import InputError
 from latent_adversary import ATTACKS
 from slac import evaluation
@@ -41,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="sample actions and latents")
     p.add_argument("--workers", type=int, default=1, help="worker processes (results equal a serial run)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (0: torch's default); "
+                   "one suits batch-1 rollouts, and spinning threads on busy cores slow them down a lot")
     p.add_argument("--attack", choices=ATTACKS, help="test-time attack applied at every step")
     p.add_argument("--epsilon", type=float,
                    help="attack radius (pixels in [0, 1]; latents in posterior stds)")
@@ -73,6 +77,8 @@ def check(args: argparse.Namespace) -> None:
     if args.video and (args.compare or args.epsilon_sweep is not None):
         raise InputError("--video records one evaluation; it does not combine with --compare or "
                          "--epsilon-sweep")
+    if args.threads < 0:
+        raise InputError(f"--threads must be >= 0, got {args.threads}")
     if args.video_episodes < 1 or args.overview_size < 16:
         raise InputError("--video-episodes must be >= 1 and --overview-size >= 16")
     for path, what in ((args.out, "--out"), (args.plot, "--plot")):
@@ -84,6 +90,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
     """Evaluate as the flags say; returns the metrics rows, what the table's label column is, and
     how to label each row."""
     check(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     env = evaluation.env_name_for(args.env, args.shift, args.side)
     common = {"episodes": args.episodes, "seed": args.seed, "deterministic": args.deterministic,
               "workers": args.workers}

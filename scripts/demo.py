@@ -4,13 +4,17 @@
 
 On a named source → target shift it runs, in this process, what these commands do:
 
-    python train.py --phase source --shift SHIFT --preset smoke --out OUT/source
-    python train.py --phase target --shift SHIFT --checkpoint OUT/source --preset smoke --out OUT/target
+    python train.py --phase source --shift SHIFT --preset smoke --set train.threads=1 --out OUT/source
+    python train.py --phase target --shift SHIFT --checkpoint OUT/source --preset smoke \
+                    --set train.threads=1 --out OUT/target
     python evaluate.py --compare OUT/source OUT/target --shift SHIFT --side target --episodes 3
     python evaluate.py --checkpoint OUT/target --shift SHIFT --side target --episodes 3 \\
                        --video OUT/target_video.mp4 --out OUT/target_eval.json
 
-and prints where the metrics, checkpoints, TensorBoard logs and the video are. With the ``smoke``
+and prints where the metrics, checkpoints, TensorBoard logs and the video are. It uses one torch
+thread: the smoke model is too small to gain from more, and OpenMP threads that spin on busy cores
+made a smoke model update 30x slower here (2.3 s instead of 0.08 s while training runs shared the
+two cores). With the ``smoke``
 preset this demonstrates the workflow, not learned performance: a few hundred steps teach the agent
 next to nothing and the model's reconstructions are blurs. ``--preset cpu-small`` learns (about an
 hour per phase on 2 cores).
@@ -26,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
 
 import envs  # noqa: E402
 from envs.errors import InputError  # noqa: E402
@@ -61,17 +67,19 @@ def run(args: argparse.Namespace, out: Path) -> int:
     print(f"demo: shift {args.shift!r} ({shift.kind}): {shift.description}\n"
           f"      source env {shift.source} → target env {shift.target}; preset {args.preset}; folder {out}")
     began = time.perf_counter()
-    common = f"--shift {args.shift} --preset {args.preset} --seed {args.seed}"
+    torch.set_num_threads(1)
+    sets = ["train.threads=1"]
+    common = f"--shift {args.shift} --preset {args.preset} --seed {args.seed} --set {sets[0]}"
 
     t = _stage("1/4 source training", f"python train.py --phase source {common} --out {out / 'source'}")
-    make_trainer(RunRequest(phase="source", shift=args.shift, preset=args.preset, seed=args.seed,
+    make_trainer(RunRequest(phase="source", shift=args.shift, preset=args.preset, seed=args.seed, sets=sets,
                             out=str(out / "source"))).run()
     print(f"   ({time.perf_counter() - t:.0f} s)")
 
     t = _stage("2/4 target fine-tuning (zero-shot evaluation first; every target step's cost is counted)",
                f"python train.py --phase target {common} --checkpoint {out / 'source'} "
                f"--out {out / 'target'}")
-    make_trainer(RunRequest(phase="target", shift=args.shift, preset=args.preset, seed=args.seed,
+    make_trainer(RunRequest(phase="target", shift=args.shift, preset=args.preset, seed=args.seed, sets=sets,
                             checkpoint=str(out / "source"), out=str(out / "target"))).run()
     print(f"   ({time.perf_counter() - t:.0f} s)")
 

@@ -143,8 +143,8 @@ def evaluate(evaluator: Evaluator, episodes: int = 10, seed: int = 0, determinis
     """Run ``episodes`` episodes and return the metrics dict (:func:`summarize` plus the run's facts).
 
     With ``workers`` > 1 the episodes not recorded on video run in that many spawned processes (each
-    loads the checkpoint itself and shares this process's torch threads); the first ``video_episodes``
-    episodes run here, into one mp4 at ``video``.
+    loads the checkpoint itself and uses as many torch threads as this one); the first
+    ``video_episodes`` episodes run here, into one mp4 at ``video``.
     """
     if episodes < 1:
         raise InputError(f"--episodes must be >= 1, got {episodes}")
@@ -159,7 +159,7 @@ def evaluate(evaluator: Evaluator, episodes: int = 10, seed: int = 0, determinis
     pool = None
     try:
         if remote:
-            threads = max(1, torch.get_num_threads() // workers)
+            threads = torch.get_num_threads()  # as here: the same kernels, the same numbers
             load = (evaluator.path, evaluator.env_name, str(evaluator.device))
             pool = mp.get_context("spawn").Pool(min(workers, len(remote)))
             pending = pool.starmap_async(_worker_run, [(load, threads, (k, seed, deterministic, attack))
