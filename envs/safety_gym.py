@@ -77,6 +77,9 @@ def _make_builder(robot: str, task: str, p: SafetyGymParams):
                         pillars.color = hazards.color
                     task_obj._add_geoms(pillars)
                 task_obj.build_observation_space()
+            # pixels are the observation: skip the vector one (lidars, compasses) that every
+            # Builder.step would compute and this env would discard (obs() has no side effects)
+            task_obj.obs = lambda: None
             return task_obj
 
     return PixelTaskBuilder(f"Safety{robot}{task}-v0", config={"agent_name": robot})
