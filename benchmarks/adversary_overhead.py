@@ -149,6 +149,12 @@ def main() -> None:
         kind = "image" if "image" in label else "latent" if "latent" in label else None
         unit_ms = f"{unit[kind]:.1f}" if kind and steps else "-"
         print(f"{label:<22}{ms:>10.1f}{ms / (1e3 * base):>8.2f}x{extra:>15}{unit_ms:>9}")
+    for kind in ("latent", "image"):
+        first, last = (1e3 * statistics.median(times[f"{kind}-mc K={k}"]) for k in (1, 5))
+        slope = (last - first) / 4
+        print(f"{kind}: each attack step beyond the first costs {slope:.2f} ms = {slope / unit[kind]:.2f}x "
+              f"one fwd+bwd of the parts it goes through; the first step {first - 1e3 * base:.1f} ms "
+              f"(the step plus filtering the perturbed batch)")
 
 
 if __name__ == "__main__":
