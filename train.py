@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training stopped: {e}", file=sys.stderr)
         return 1
     out = trainer.out_dir
+    if trainer.interrupted:
+        return 0
     summary = ", ".join(f"{k}={v:.3g}" for k, v in final.items()) if final else "no final evaluation"
     print(f"done: {summary}\n  metrics:     {out / 'metrics.jsonl'}\n  checkpoints: {out / 'checkpoints'}\n"
           f"  tensorboard: tensorboard --logdir {out / 'tensorboard'}")

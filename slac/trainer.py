@@ -118,6 +118,7 @@ class Trainer:
         self.source_checkpoint = ""
         self._update_credit = 0.0
         self._stop_signal: int | None = None
+        self.interrupted = False  # set when a signal stopped the run (a checkpoint was saved)
 
         for state in (init_from, resume_from):
             if state is not None:
@@ -280,6 +281,7 @@ class Trainer:
         while c["step"] < cfg.steps:
             if self._stop_signal is not None:
                 path = self.save()
+                self.interrupted = True
                 bar.close()
                 print(f"\nstopped by signal {self._stop_signal} at step {c['step']}; saved {path}. "
                       f"Resume with: python train.py --resume {self.out_dir}")
