@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         rows, label, label_of = run(args)
-        print(evaluation.describe(rows[0]))
+        print(evaluation.describe(rows[0], sweep=args.epsilon_sweep is not None))
         print(evaluation.table(rows, label, label_of))
         if args.out:
             payload = rows[0] if len(rows) == 1 and not args.epsilon_sweep else \

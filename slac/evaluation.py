@@ -231,10 +231,15 @@ def _interval(stats: dict) -> str:
     return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"
 
 
+def _run_name(path: str) -> str:
+    """RUN for RUN/checkpoints/latest.pt; the file name for a checkpoint elsewhere."""
+    p = Path(path)
+    return p.parent.parent.name if p.parent.name == "checkpoints" and p.name == checkpoints.LATEST else p.name
+
+
 def table(rows: list[dict], label: str = "checkpoint", label_of=None) -> str:
     """A plain-text table, one row per metrics dict (``label_of(row)`` names it)."""
-    label_of = label_of or (lambda r: f"{Path(r['checkpoint']).parent.parent.name or r['checkpoint']}"
-                                      f" ({r['phase']} @ {r['step']})")
+    label_of = label_of or (lambda r: f"{_run_name(r['checkpoint'])} ({r['phase']} @ {r['step']})")
     head = [label, "episodes", "return mean ± std", "return 95% CI", "cost mean ± std", "cost 95% CI",
             "budget", "violations"]
     body = [[label_of(r), str(r["episodes"]), f"{r['return']['mean']:.2f} ± {r['return']['std']:.2f}",
@@ -245,10 +250,11 @@ def table(rows: list[dict], label: str = "checkpoint", label_of=None) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
 
 
-def describe(metrics: dict) -> str:
-    """A heading naming the env, seeds and attack of an evaluation (for the table printed above it)."""
+def describe(metrics: dict, sweep: bool = False) -> str:
+    """A heading naming the env, seeds and attack of an evaluation (for the table printed below it)."""
+    epsilon = "ε swept" if sweep else f"ε={metrics['epsilon']:g}"
     attack = "no attack" if metrics["attack"] == "none" else \
-        f"attack {metrics['attack']} ε={metrics['epsilon']:g} ({metrics['attack_steps']} steps)"
+        f"attack {metrics['attack']} {epsilon} ({metrics['attack_steps']} steps)"
     policy = "deterministic" if metrics["deterministic"] else "stochastic"
     return (f"env {metrics['env']} (trained on {metrics['trained_env']}), seed {metrics['seed']}, "
             f"{metrics['episodes']} episodes, {policy} policy, {attack}")
