@@ -93,7 +93,8 @@ def test_workers_equal_serial(evaluator):
 
 def test_video_reads_back_with_the_frame_count_and_size(evaluator, tmp_path):
     path = tmp_path / "v.mp4"
-    m = evaluation.evaluate(evaluator, episodes=3, seed=0, video=path, video_episodes=2, overview_size=128)
+    m = evaluation.evaluate(evaluator, episodes=3, seed=0, video=path, video_episodes=2, overview_size=128,
+                            workers=2)  # the video episodes run here, the third in a worker
     reader = imageio.get_reader(path)
     frames = [f for f in reader]
     reader.close()
@@ -102,6 +103,26 @@ def test_video_reads_back_with_the_frame_count_and_size(evaluator, tmp_path):
     assert m["video"] == str(path) and m["video_episodes"] == 2
     # recording does not change the episodes
     assert m["per_episode"] == evaluation.evaluate(evaluator, episodes=3, seed=0)["per_episode"]
+
+
+def test_without_ffmpeg_the_video_falls_back_to_opencv(evaluator, tmp_path, monkeypatch):
+    import cv2
+    import imageio_ffmpeg
+
+    def missing():
+        raise RuntimeError("no ffmpeg")
+
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", missing)
+    path = tmp_path / "v.mp4"
+    with pytest.warns(UserWarning, match="pip install imageio-ffmpeg"), video.Mp4Writer(path) as writer:
+        assert writer.codec == "mp4v"
+        for frame in evaluator.frames(index=0, seed=0, overview_size=64)[:5]:
+            writer.append(frame)
+    capture = cv2.VideoCapture(str(path))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    assert (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (
+        3 * 64, video.HEADER + 64)
+    capture.release()
 
 
 def test_frames_for_tensorboard(evaluator):
