@@ -15,6 +15,7 @@ episode length and action repeat).
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import os
@@ -110,7 +111,8 @@ class Evaluator:
         if video is not None:
             env = OverviewTracker(self.env, overview_size)
             on_step = EpisodeRecorder(self.model, policy, env, video.append)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        cuda = [torch.cuda.current_device()] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # seeded per episode, the caller's RNG state kept
             torch.manual_seed(s)
             episode = run_episode(env, policy, s, on_step)
         moved = policy.attack.stats()["attack/objective_moved"] if policy.attack is not None else None
@@ -126,14 +128,19 @@ class Evaluator:
 
 
 # ------------------------------------------------------------------------------- worker processes
-_LOADED: dict = {}  # per worker process: (checkpoint, env, device) -> Evaluator
+_LOADED: dict = {}  # per worker process: (checkpoint, env, device, counters) -> Evaluator
 
 
 def _worker_run(load: tuple, threads: int, episode: tuple) -> EpisodeResult:
     """Run one episode in a worker, loading the checkpoint on its first call (errors reach the parent)."""
     torch.set_num_threads(threads)
     if load not in _LOADED:
-        _LOADED[load] = Evaluator(*load)
+        path, env, device, counters = load
+        evaluator = Evaluator(path, env, device)
+        if json.dumps(evaluator.counters, sort_keys=True) != counters:  # e.g. a run still writing latest.pt
+            raise InputError(f"checkpoint {path!r} changed while it was being evaluated (a worker loaded "
+                             f"step {evaluator.counters['step']}); evaluate a copy of it, or use --workers 1")
+        _LOADED[load] = evaluator
     return _LOADED[load].run(*episode)
 
 
@@ -160,7 +167,8 @@ def evaluate(evaluator: Evaluator, episodes: int = 10, seed: int = 0, determinis
     try:
         if remote:
             threads = torch.get_num_threads()  # as here: the same kernels, the same numbers
-            load = (evaluator.path, evaluator.env_name, str(evaluator.device))
+            counters = json.dumps(evaluator.counters, sort_keys=True)
+            load = (evaluator.path, evaluator.env_name, str(evaluator.device), counters)
             pool = mp.get_context("spawn").Pool(min(workers, len(remote)))
             pending = pool.starmap_async(_worker_run, [(load, threads, (k, seed, deterministic, attack))
                                                        for k in remote], chunksize=1)

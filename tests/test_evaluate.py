@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import evaluate
+from envs.errors import InputError
 from slac import evaluation, video
 from slac.run import RunRequest, make_trainer
 
@@ -243,3 +244,14 @@ def test_epsilon_sweep_writes_table_json_and_plot(run_dir, tmp_path, capsys):
     assert "epsilon" in capsys.readouterr().out
     assert "comma-separated" in _error(["--checkpoint", str(run_dir), "--attack", "random", "--epsilon-sweep",
                                         "0,x"], capsys)
+
+
+def test_a_checkpoint_that_changes_under_the_workers_is_an_error(run_dir, tmp_path):
+    path = tmp_path / "moving.pt"
+    state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    torch.save(state, path)
+    evaluator = evaluation.Evaluator(path, device="cpu")
+    state["counters"]["step"] += 100  # a run still training overwrites its latest.pt
+    torch.save(state, path)
+    with pytest.raises(InputError, match="changed while it was being evaluated"):
+        evaluation.evaluate(evaluator, episodes=2, workers=2)
