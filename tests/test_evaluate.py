@@ -26,7 +26,8 @@ EPISODE_STEPS = 50  # toy-reach's time limit
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     request = RunRequest(phase="source", env=ENV, preset="smoke", seed=0, out=str(out))
-    make_trainer(request, progress=False).run()
+    final = make_trainer(request, progress=False).run()
+    (out / "final_eval.json").write_text(json.dumps(final))
     return out
 
 
@@ -56,6 +57,15 @@ def test_metrics_have_the_fields_and_consistent_values(evaluator):
     assert m["violation_rate"] == pytest.approx(np.mean(costs > m["budget"]))
     assert [e["violation"] for e in episodes] == list(costs > m["budget"])
     json.dumps(m)  # serialisable as is
+
+
+def test_reproduces_the_trainers_own_final_evaluation(run_dir, evaluator):
+    """The trainer evaluates with the same env seeds (stream 1 of its run seed) and saves right after."""
+    final = json.loads((run_dir / "final_eval.json").read_text())
+    m = evaluation.evaluate(evaluator, episodes=evaluator.cfg.train.eval_episodes, seed=evaluator.cfg.seed)
+    assert m["return"]["mean"] == pytest.approx(final["eval/return"], abs=1e-9)
+    assert m["cost"]["mean"] == pytest.approx(final["eval/cost"], abs=1e-9)
+    assert m["violation_rate"] == final["eval/violation_rate"] and m["budget"] == final["eval/budget"]
 
 
 def test_summarize_against_hand_computed_values():
