@@ -348,6 +348,9 @@ def validate(cfg: Config) -> None:
     if cfg.adversary.perturb_model and cfg.adversary.kind not in ("image", "random"):
         raise InputError("config key 'adversary.perturb_model' needs adversary.kind image or random "
                          f"(perturbed images), got kind {cfg.adversary.kind!r}")
+    if cfg.adversary.train_on == "clean" and cfg.adversary.kind != "none" and cfg.adversary.smoothness_coef == 0:
+        raise InputError("config key 'adversary.train_on' is 'clean': the perturbed latents are then used only "
+                         "by the smoothness regulariser; set adversary.smoothness_coef > 0")
     if cfg.train.buffer_size < cfg.model.sequence_length + 1:
         raise InputError("config key 'train.buffer_size' must hold at least one sequence "
                          f"({cfg.model.sequence_length + 1} frames)")

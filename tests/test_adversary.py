@@ -87,6 +87,8 @@ def test_bad_names_are_clear_errors(learner):
         latent_ball(torch.zeros(1, 3), 0.1, 1, "both", "l1")
     with pytest.raises(InputError, match="perturb_model"):
         resolve("smoke", sets=["adversary.kind=latent", "adversary.perturb_model=true"])
+    with pytest.raises(InputError, match="smoothness_coef > 0"):
+        resolve("smoke", sets=["adversary.kind=image", "adversary.train_on=clean"])
 
 
 # ------------------------------------------------------------------ a briefly trained agent
@@ -258,3 +260,15 @@ def test_adversarial_source_training_then_target_fine_tuning(tmp_path, overlay, 
     target = checkpoint.load(out)
     assert target["counters"]["updates"] > 0
     assert any(not torch.equal(v, state["agent"][k]) for k, v in target["agent"].items())
+
+
+def test_train_on_clean_learns_from_clean_latents_with_the_regulariser_only(learner):
+    model, agent, (images, actions) = learner
+    cfg = AdversaryConfig(kind="latent", epsilon=1.0, steps=2, objective="mad", train_on="clean",
+                          smoothness_coef=0.5)
+    torch.manual_seed(2)
+    x = AdversarialTraining(cfg, model, agent).agent_inputs(images, actions, step=0)
+    torch.manual_seed(2)
+    z = model.latents(images, actions)
+    assert torch.equal(x.z, z[:, -2]) and torch.equal(x.next_z, z[:, -1])
+    assert x.penalties["actor"]().item() > 0 and x.metrics["adversary/success"] > 0
