@@ -49,7 +49,10 @@ class AgentInputs:
 
 def _fork_rng(device: torch.device):
     """Save and restore the RNG around a block, so the next block draws the same noise."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    if device.type != "cuda":
+        return torch.random.fork_rng(devices=[])
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.random.fork_rng(devices=[index])
 
 
 def _latents(post: dict) -> torch.Tensor:
