@@ -26,11 +26,10 @@ import numpy as np
 
 
 def _handles(env):
-    """(model, data, camera) of the env's current MuJoCo world."""
+    """(model, data, observation camera) of the env's current MuJoCo world."""
     u = env.unwrapped
-    if hasattr(u, "physics"):  # dm-control
-        return u.physics.model.ptr, u.physics.data.ptr, u._camera_name
-    return u.model, u._builder.task.data, "vision"
+    model, data = u.mujoco_handles()
+    return model, data, u._camera_name
 
 
 def wrapper_rate(env, steps: int) -> tuple[float, int]:

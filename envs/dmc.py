@@ -19,11 +19,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 
 from envs.params import check_rgba, fill, require
-from envs.rendering import Camera
+from envs.pixel_env import PixelEnv
 
 SIM_STEPS_PER_EPISODE = 1000
 
@@ -149,10 +148,8 @@ DOMAINS = {
 }
 
 
-class DMCSafetyEnv(gym.Env):
+class DMCSafetyEnv(PixelEnv):
     """A dm-control task with a cost, observed as (3, H, W) uint8 images."""
-
-    metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, name: str, **overrides):
         params_cls, build, task_name = DOMAINS[name]
@@ -160,57 +157,22 @@ class DMCSafetyEnv(gym.Env):
         self.params = fill(params_cls, overrides, name)
         self._env, self._cost, default_repeat, camera = build(task_name, self.params)
         self.physics = self._env.physics
-        self.action_repeat = self.params.action_repeat or default_repeat
-        self.max_episode_steps = self.params.time_limit or SIM_STEPS_PER_EPISODE // self.action_repeat
-        size = self.params.image_size
-        self._camera = Camera(self.physics.model.ptr, size, size, camera)
-        self._overview: Camera | None = None
-        self._camera_name = camera
+        action_repeat = self.params.action_repeat or default_repeat
         spec = self._env.action_spec()
-        self._low, self._high = spec.minimum, spec.maximum
-        self.observation_space = gym.spaces.Box(0, 255, (3, size, size), np.uint8)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, spec.shape, np.float32)
-        self._t = 0
+        super().__init__(self.params.image_size, action_repeat,
+                         self.params.time_limit or SIM_STEPS_PER_EPISODE // action_repeat,
+                         spec.minimum, spec.maximum, camera=camera, overview_camera=camera)
 
-    def _image(self) -> np.ndarray:
-        return np.ascontiguousarray(self._camera.render(self.physics.data.ptr).transpose(2, 0, 1))
+    def mujoco_handles(self):
+        return self.physics.model.ptr, self.physics.data.ptr
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        # the task draws its initial state from its own RandomState: seed it from ours
-        self._env.task._random = np.random.RandomState(self.np_random.integers(2**31))
+    def reset_simulation(self, seed: int) -> None:
+        self._env.task._random = np.random.RandomState(seed)  # the task's initial-state RNG
         self._env.reset()
-        self._t = 0
-        return self._image(), {"cost": 0.0}
 
-    def step(self, action):
-        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        action = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
-        reward = cost = 0.0
-        for _ in range(self.action_repeat):
-            time_step = self._env.step(action)
-            reward += time_step.reward or 0.0
-            cost += self._cost(self.physics)
-        self._t += 1
-        truncated = self._t >= self.max_episode_steps
-        return self._image(), float(reward), False, truncated, {"cost": cost}
-
-    def render_overview(self, size: int = 256) -> np.ndarray:
-        """A (size, size, 3) uint8 frame of the scene from the observation camera, for videos."""
-        if self._overview is None or self._overview_size != size:
-            if self._overview is not None:
-                self._overview.close()
-            self._overview = Camera(self.physics.model.ptr, size, size, self._camera_name)
-            self._overview_size = size
-        return self._overview.render(self.physics.data.ptr)
-
-    def render(self):
-        return self.render_overview()
-
-    def close(self) -> None:
-        self._camera.close()
-        if self._overview is not None:
-            self._overview.close()
+    def simulation_step(self, action: np.ndarray) -> tuple[float, float, bool, bool]:
+        time_step = self._env.step(action)
+        return time_step.reward or 0.0, self._cost(self.physics), False, False
 
 
 def param_names(name: str) -> list[str]:

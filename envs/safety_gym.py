@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 
 from envs.params import check_rgba, fill, require
-from envs.rendering import Camera
+from envs.pixel_env import PixelEnv
 from envs.safety_gym_compat import import_safety_gymnasium
 
 SIM_STEPS_PER_EPISODE = 1000
@@ -85,36 +84,29 @@ def _make_builder(robot: str, task: str, p: SafetyGymParams):
     return PixelTaskBuilder(f"Safety{robot}{task}-v0", config={"agent_name": robot})
 
 
-class SafetyGymPixelEnv(gym.Env):
+class SafetyGymPixelEnv(PixelEnv):
     """A Safety-Gymnasium task observed as (3, H, W) uint8 images from the robot's camera."""
-
-    metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, name: str, **overrides):
         robot, task = name.split("-")[1:3]
         self.name = name
         self.params = fill(SafetyGymParams, overrides, name)
         self._builder = _make_builder(robot.capitalize(), task.capitalize(), self.params)
-        self.action_repeat = self.params.action_repeat
-        self.max_episode_steps = self.params.time_limit or SIM_STEPS_PER_EPISODE // self.action_repeat
-        size = self.params.image_size
-        self.observation_space = gym.spaces.Box(0, 255, (3, size, size), np.uint8)
         space = self._builder.action_space
-        self._low, self._high = space.low, space.high
-        self.action_space = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
-        self._camera: Camera | None = None
-        self._overview: Camera | None = None
-        self._model = None
-        self._t = 0
+        super().__init__(self.params.image_size, self.params.action_repeat,
+                         self.params.time_limit or SIM_STEPS_PER_EPISODE // self.params.action_repeat,
+                         space.low, space.high, camera="vision", overview_camera="fixedfar")
 
     @property
     def model(self):
         """The current MuJoCo model (rebuilt by Safety-Gymnasium at each reset)."""
         return self._builder.task.model
 
-    def _rebind(self) -> None:
-        """After a rebuild: apply the dynamics/appearance parameters and re-create the cameras."""
-        model, p = self.model, self.params
+    def mujoco_handles(self):
+        return self._builder.task.model, self._builder.task.data
+
+    def on_new_model(self, model) -> None:
+        p = self.params
         if p.robot_mass_scale != 1.0:
             model.body_mass[model.body("agent").id] *= p.robot_mass_scale
         if p.actuator_gain_scale != 1.0:
@@ -123,56 +115,13 @@ class SafetyGymPixelEnv(gym.Env):
             model.geom_friction[model.geom("floor").id, 0] *= p.floor_friction_scale
         if p.light_diffuse is not None:
             model.light_diffuse[:] = p.light_diffuse
-        self.close()
-        size = p.image_size
-        self._camera = Camera(model, size, size, "vision")
-        self._model = model
 
-    def _image(self) -> np.ndarray:
-        if self.model is not self._model:  # a goal reached can also rebuild the world
-            self._rebind()
-        return np.ascontiguousarray(self._camera.render(self._builder.task.data).transpose(2, 0, 1))
+    def reset_simulation(self, seed: int) -> None:
+        self._builder.reset(seed=seed)  # draws the layout
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        # Safety-Gymnasium draws layouts from its own RNG; seed it from ours on every reset, so a
-        # seed fixes the layout and an unseeded reset still follows the env's seeded stream.
-        self._builder.reset(seed=int(self.np_random.integers(2**31)))
-        self._t = 0
-        return self._image(), {"cost": 0.0}
-
-    def step(self, action):
-        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        action = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
-        reward = cost = 0.0
-        terminated = False
-        for _ in range(self.action_repeat):
-            _, r, c, terminated, truncated, _ = self._builder.step(action)
-            reward += float(r)
-            cost += float(c)
-            if terminated or truncated:
-                break
-        self._t += 1
-        truncated = self._t >= self.max_episode_steps or (truncated and not terminated)
-        return self._image(), reward, bool(terminated), bool(truncated), {"cost": cost}
-
-    def render_overview(self, size: int = 256) -> np.ndarray:
-        """A (size, size, 3) uint8 top-down frame from the far fixed camera, for videos."""
-        if self._overview is None or self._overview_key != (id(self.model), size):
-            if self._overview is not None:
-                self._overview.close()
-            self._overview = Camera(self.model, size, size, "fixedfar")
-            self._overview_key = (id(self.model), size)
-        return self._overview.render(self._builder.task.data)
-
-    def render(self):
-        return self.render_overview()
-
-    def close(self) -> None:
-        for cam in (self._camera, self._overview):
-            if cam is not None:
-                cam.close()
-        self._camera = self._overview = None
+    def simulation_step(self, action: np.ndarray) -> tuple[float, float, bool, bool]:
+        _, reward, cost, terminated, truncated, _ = self._builder.step(action)
+        return float(reward), float(cost), bool(terminated), bool(truncated)
 
 
 def register_envs_and_shifts(register, register_shift) -> None:

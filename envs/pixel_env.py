@@ -1,0 +1,97 @@
+"""The part every MuJoCo pixel env shares: actions in [-1, 1], action repeat, time limit, cameras.
+
+A family subclasses :class:`PixelEnv` and provides the simulator side: ``mujoco_handles()`` (the
+current model and data), ``reset_simulation(seed)`` and ``simulation_step(native_action)``
+returning (reward, cost, terminated, truncated) of one simulator step. Cameras are re-created when
+the family swaps its model (Safety-Gymnasium rebuilds it at every reset).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from envs.rendering import Camera
+
+
+class PixelEnv(gym.Env):
+    """Observations: (3, H, W) uint8 from ``camera``; ``info["cost"]`` summed over the action repeat."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, image_size: int, action_repeat: int, max_episode_steps: int, native_low: np.ndarray,
+                 native_high: np.ndarray, camera: str, overview_camera: str):
+        self.action_repeat = action_repeat
+        self.max_episode_steps = max_episode_steps
+        self.image_size = image_size
+        self.observation_space = gym.spaces.Box(0, 255, (3, image_size, image_size), np.uint8)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, native_low.shape, np.float32)
+        self._low, self._high = native_low, native_high
+        self._camera_name, self._overview_name = camera, overview_camera
+        self._cameras: dict[tuple[str, int], Camera] = {}
+        self._bound_model = None
+        self._t = 0
+
+    # ---- the family's side
+    def mujoco_handles(self):
+        """(MjModel, MjData) of the current simulation."""
+        raise NotImplementedError
+
+    def reset_simulation(self, seed: int) -> None:
+        raise NotImplementedError
+
+    def simulation_step(self, action: np.ndarray) -> tuple[float, float, bool, bool]:
+        raise NotImplementedError
+
+    def on_new_model(self, model) -> None:
+        """Called once per compiled model before it is rendered (to apply shift parameters)."""
+
+    # ---- shared
+    def _render(self, camera: str, size: int) -> np.ndarray:
+        model, data = self.mujoco_handles()
+        if model is not self._bound_model:
+            self.close()
+            self.on_new_model(model)
+            self._bound_model = model
+        key = (camera, size)
+        if key not in self._cameras:
+            self._cameras[key] = Camera(model, size, size, camera)
+        return self._cameras[key].render(data)
+
+    def _observation(self) -> np.ndarray:
+        return np.ascontiguousarray(self._render(self._camera_name, self.image_size).transpose(2, 0, 1))
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        # the simulator draws its initial state/layout from its own RNG: seed it from ours on every
+        # reset, so a seed fixes the episode and an unseeded reset follows the env's seeded stream
+        self.reset_simulation(int(self.np_random.integers(2**31)))
+        self._t = 0
+        return self._observation(), {"cost": 0.0}
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        action = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
+        reward = cost = 0.0
+        terminated = truncated = False
+        for _ in range(self.action_repeat):
+            r, c, terminated, truncated = self.simulation_step(action)
+            reward += r
+            cost += c
+            if terminated or truncated:
+                break
+        self._t += 1
+        truncated = (self._t >= self.max_episode_steps or truncated) and not terminated
+        return self._observation(), float(reward), bool(terminated), bool(truncated), {"cost": float(cost)}
+
+    def render_overview(self, size: int = 256) -> np.ndarray:
+        """A (size, size, 3) uint8 frame of the scene from the family's overview camera, for videos."""
+        return self._render(self._overview_name, size)
+
+    def render(self):
+        return self.render_overview()
+
+    def close(self) -> None:
+        for camera in self._cameras.values():
+            camera.close()
+        self._cameras.clear()
