@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epsilon-sweep", metavar="E1,E2,...", help="evaluate --attack at each ε: table and PNG")
     p.add_argument("--video", metavar="PATH.mp4", help="write the first --video-episodes episodes as an mp4")
     p.add_argument("--video-episodes", type=int, default=1)
+    p.add_argument("--tensorboard", metavar="DIR", help="also write the metrics and episode 0 as a video to "
+                   "TensorBoard (e.g. the run's own tensorboard/ folder)")
     p.add_argument("--overview-size", type=int, default=256, help="height of the video's panels in pixels")
     p.add_argument("--out", metavar="metrics.json", help="write the metrics as JSON")
     p.add_argument("--plot", metavar="PATH.png", help="--epsilon-sweep plot (default: beside --out, "
@@ -74,16 +76,19 @@ def check(args: argparse.Namespace) -> None:
         raise InputError(f"--attack-steps must be >= 1, got {args.attack_steps}")
     if args.compare and args.epsilon_sweep is not None:
         raise InputError("--compare and --epsilon-sweep do not combine; sweep one checkpoint at a time")
-    if args.video and (args.compare or args.epsilon_sweep is not None):
-        raise InputError("--video records one evaluation; it does not combine with --compare or "
-                         "--epsilon-sweep")
+    for flag in ("video", "tensorboard"):
+        if getattr(args, flag) and (args.compare or args.epsilon_sweep is not None):
+            raise InputError(f"--{flag} records one evaluation; it does not combine with --compare or "
+                             "--epsilon-sweep")
     if args.threads < 0:
         raise InputError(f"--threads must be >= 0, got {args.threads}")
     if args.video_episodes < 1 or args.overview_size < 16:
         raise InputError("--video-episodes must be >= 1 and --overview-size >= 16")
-    for path, what in ((args.out, "--out"), (args.plot, "--plot")):
+    for path, what in ((args.out, "--out"), (args.plot, "--plot"), (args.video, "--video")):
         if path is not None:
             evaluation.check_writable(path, what)
+    if args.tensorboard is not None:  # a folder: check that a file can be written in it
+        evaluation.check_writable(Path(args.tensorboard) / "events", "--tensorboard")
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
@@ -110,6 +115,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
     attack = evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
     video = {"video": args.video, "video_episodes": args.video_episodes, "overview_size": args.overview_size}
     metrics = evaluation.evaluate(evaluator, attack=attack, **video, **common)
+    if args.tensorboard:
+        metrics["tensorboard"] = evaluation.log_tensorboard(evaluator, metrics, args.tensorboard,
+                                                            args.overview_size)
     return [metrics], "checkpoint", None
 
 
@@ -132,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"plot:    {plot}")
         if args.video:
             print(f"video:   {args.video}")
+        if args.tensorboard:
+            print(f"tensorboard: {rows[0]['tensorboard']}/* in: tensorboard --logdir {args.tensorboard}")
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -39,7 +39,7 @@ from slac.trainer import (
     load_config_of,
     resolve_device,
 )
-from slac.video import EpisodeRecorder, Mp4Writer, OverviewTracker
+from slac.video import EpisodeRecorder, Mp4Writer, OverviewTracker, add_video
 
 DEFAULT_ATTACK_STEPS = 3
 
@@ -199,6 +199,24 @@ def evaluate(evaluator: Evaluator, episodes: int = 10, seed: int = 0, determinis
         out["video"] = str(video)
         out["video_episodes"] = n_video
     return out
+
+
+def log_tensorboard(evaluator: Evaluator, metrics: dict, logdir: str | Path, overview_size: int = 256) -> str:
+    """Write an evaluation's mean return and cost, violation rate and episode 0 as a video to TensorBoard
+    at the checkpoint's step, under ``evaluate/<env>[/<attack>-eps<ε>]/``; returns that prefix."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    attack = None if metrics["attack"] == "none" else AttackSpec(metrics["attack"], metrics["epsilon"],
+                                                                  metrics["attack_steps"])
+    prefix = f"evaluate/{metrics['env']}" + (f"/{attack.name}-eps{attack.epsilon:g}" if attack else "")
+    frames = evaluator.frames(0, metrics["seed"], metrics["deterministic"], attack, overview_size)
+    step = metrics["step"]
+    with SummaryWriter(str(logdir)) as writer:
+        writer.add_scalar(f"{prefix}/return", metrics["return"]["mean"], step)
+        writer.add_scalar(f"{prefix}/cost", metrics["cost"]["mean"], step)
+        writer.add_scalar(f"{prefix}/violation_rate", metrics["violation_rate"], step)
+        add_video(writer, f"{prefix}/video", frames, step)
+    return prefix
 
 
 # --------------------------------------------------------------------------------------- metrics

@@ -172,5 +172,23 @@ class Mp4Writer:
 
 def tensorboard_video(frames: list[np.ndarray] | np.ndarray) -> np.ndarray:
     """Frames (T, H, W, 3) uint8 -> (1, T, 3, H, W), the layout ``SummaryWriter.add_video`` takes
-    (which itself needs the ``moviepy`` package to encode)."""
+    (which itself needs the ``moviepy`` package to encode; :func:`add_video` does not)."""
     return np.ascontiguousarray(np.stack(list(frames))[None].transpose(0, 1, 4, 2, 3))
+
+
+def add_video(writer, tag: str, frames: np.ndarray, step: int, fps: float = 20.0, scale: float = 0.5) -> None:
+    """Write frames (T, H, W, 3) uint8 to a ``SummaryWriter`` as an animated GIF summary (TensorBoard's
+    Images tab plays it). The summary ``SummaryWriter.add_video`` builds, encoded with imageio instead
+    of moviepy (not installed here); ``scale`` shrinks the frames to keep event files small."""
+    import io
+
+    import imageio.v2 as imageio
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    small = [cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for f in frames]
+    buffer = io.BytesIO()
+    imageio.mimsave(buffer, small, format="GIF", duration=1000 / fps, loop=0)
+    h, w, c = small[0].shape
+    image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=buffer.getvalue())
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    writer.flush()

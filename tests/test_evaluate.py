@@ -265,3 +265,21 @@ def test_a_checkpoint_that_changes_under_the_workers_is_an_error(run_dir, tmp_pa
     torch.save(state, path)
     with pytest.raises(InputError, match="changed while it was being evaluated"):
         evaluation.evaluate(evaluator, episodes=2, workers=2)
+
+
+def test_tensorboard_gets_the_metrics_and_an_animated_video(run_dir, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logdir = tmp_path / "tb"
+    out = tmp_path / "m.json"
+    assert evaluate.main(["--checkpoint", str(run_dir), "--episodes", "2", "--device", "cpu", "--tensorboard",
+                          str(logdir), "--overview-size", "64", "--out", str(out)]) == 0
+    prefix = json.loads(out.read_text())["tensorboard"]
+    assert prefix == f"evaluate/{ENV}"
+    events = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert {f"{prefix}/return", f"{prefix}/cost", f"{prefix}/violation_rate"} <= set(events.Tags()["scalars"])
+    (image,) = events.Images(f"{prefix}/video")
+    assert image.step == 200 and image.encoded_image_string[:6] == b"GIF89a"
+    gif = imageio.mimread(image.encoded_image_string, format="GIF")
+    assert len(gif) == EPISODE_STEPS and gif[0].shape[:2] == ((video.HEADER + 64) // 2, 3 * 64 // 2)
