@@ -9,15 +9,16 @@ On a named source → target shift it runs, in this process, what these commands
                     --set train.threads=1 --out OUT/target
     python evaluate.py --compare OUT/source OUT/target --shift SHIFT --side target --episodes 3
     python evaluate.py --checkpoint OUT/target --shift SHIFT --side target --episodes 3 \\
-                       --video OUT/target_video.mp4 --out OUT/target_eval.json
+                       --video OUT/target_video.mp4 --out OUT/target_eval.json \
+                       --tensorboard OUT/target/tensorboard
 
 and prints where the metrics, checkpoints, TensorBoard logs and the video are. It uses one torch
 thread: the smoke model is too small to gain from more, and OpenMP threads that spin on busy cores
 made a smoke model update 30x slower here (2.3 s instead of 0.08 s while training runs shared the
 two cores). With the ``smoke``
 preset this demonstrates the workflow, not learned performance: a few hundred steps teach the agent
-next to nothing and the model's reconstructions are blurs. ``--preset cpu-small`` learns (about an
-hour per phase on 2 cores).
+next to nothing and the model's reconstructions are blurs. ``--preset cpu-small`` is sized to learn
+(an hour or more per phase on 2 cores).
 """
 
 from __future__ import annotations
@@ -93,13 +94,15 @@ def run(args: argparse.Namespace, out: Path) -> int:
     print(f"   ({time.perf_counter() - t:.0f} s)")
 
     video, metrics = out / "target_video.mp4", out / "target_eval.json"
+    tensorboard = out / "target" / "tensorboard"
     t = _stage("4/4 video of the fine-tuned agent in the target env",
                f"python evaluate.py --checkpoint {out / 'target'} --shift {args.shift} --side target "
-               f"--episodes {args.episodes} --video {video} --out {metrics}")
+               f"--episodes {args.episodes} --video {video} --out {metrics} --tensorboard {tensorboard}")
     from evaluate import main as evaluate_main
 
     code = evaluate_main(["--checkpoint", str(out / "target"), "--shift", args.shift, "--side", "target",
-                          "--episodes", str(args.episodes), "--video", str(video), "--out", str(metrics)])
+                          "--episodes", str(args.episodes), "--video", str(video), "--out", str(metrics),
+                          "--tensorboard", str(tensorboard)])
     if code:
         return code
     print(f"   ({time.perf_counter() - t:.0f} s)")
@@ -108,10 +111,10 @@ def run(args: argparse.Namespace, out: Path) -> int:
           f"  checkpoints:  {out / 'source' / 'checkpoints'}  and  {out / 'target' / 'checkpoints'}\n"
           f"  metrics:      {out / 'source' / 'metrics.jsonl'}, {out / 'target' / 'metrics.jsonl'} "
           f"(target/lifetime_cost: cost paid while fine-tuning), {metrics}\n"
-          f"  tensorboard:  tensorboard --logdir {out}\n"
+          f"  tensorboard:  tensorboard --logdir {out}  (curves; the evaluation video under IMAGES)\n"
           f"  video:        {video}  (observation | model reconstruction | overview camera; red = cost)\n"
           f"With preset {args.preset!r} this shows that the workflow runs end to end, not that the agent "
-          "learned anything; --preset cpu-small trains long enough to learn (about an hour per phase).")
+          "learned anything; --preset cpu-small is sized to learn (an hour or more per phase on 2 cores).")
     return 0
 
 
