@@ -47,12 +47,17 @@ class PixelEnv(gym.Env):
         """Called once per compiled model before it is rendered (to apply shift parameters)."""
 
     # ---- shared
-    def _render(self, camera: str, size: int) -> np.ndarray:
+    def _bind(self):
+        """(model, data); a model not seen before gets the shift parameters and fresh cameras."""
         model, data = self.mujoco_handles()
         if model is not self._bound_model:
             self.close()
             self.on_new_model(model)
             self._bound_model = model
+        return model, data
+
+    def _render(self, camera: str, size: int) -> np.ndarray:
+        model, data = self._bind()
         key = (camera, size)
         if key not in self._cameras:
             self._cameras[key] = Camera(model, size, size, camera)
@@ -66,6 +71,7 @@ class PixelEnv(gym.Env):
         # the simulator draws its initial state/layout from its own RNG: seed it from ours on every
         # reset, so a seed fixes the episode and an unseeded reset follows the env's seeded stream
         self.reset_simulation(int(self.np_random.integers(2**31)))
+        self._bind()  # before the first simulator step: a rebuilt model gets its shift parameters
         self._t = 0
         return self._observation(), {"cost": 0.0}
 
