@@ -3,8 +3,9 @@
     python evaluate.py --checkpoint RUN_DIR_OR_FILE [--env NAME | --shift NAME --side source|target]
                        [--episodes N] [--seed N] [--deterministic | --stochastic] [--workers N]
                        [--attack NAME --epsilon E [--attack-steps K] | --epsilon-sweep 0,0.01,...]
-                       [--video PATH.mp4] [--video-episodes K] [--out metrics.json] [--plot PATH.png]
-    python evaluate.py --compare RUN_A RUN_B ... [same options, without --video]
+                       [--video PATH.mp4] [--video-episodes K] [--tensorboard DIR] [--out metrics.json]
+                       [--plot PATH.png] [--device auto|cpu|cuda] [--threads N]
+    python evaluate.py --compare RUN_A RUN_B ... [same options, without --video/--tensorboard]
 
 Without --env/--shift the checkpoint's own training env is used (with --compare: the first one's).
 """
