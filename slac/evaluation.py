@@ -19,6 +19,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,7 +333,11 @@ def check_writable(path: str | Path, what: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create the folder of {what} path {str(path)!r}: {e.strerror}") from None
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    try:  # the real test: create (and remove) a file beside it; os.access trusts root too much
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as e:
+        raise InputError(f"{what} path {str(path)!r} is not writable: {e.strerror}") from None
+    if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"{what} path {str(path)!r} is not writable")
 
 

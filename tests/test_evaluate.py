@@ -207,6 +207,8 @@ def test_bad_input_is_one_clear_error(run_dir, tmp_path, capsys):
     blocked.write_text("")
     assert "--out" in _error(["--checkpoint", str(run_dir), "--out", str(blocked / "m.json")], capsys)
     assert "is a directory" in _error(["--checkpoint", str(run_dir), "--video", str(tmp_path)], capsys)
+    if Path("/proc/self").is_dir():  # a folder where nobody, root included, can create a file
+        assert "not writable" in _error(["--checkpoint", str(run_dir), "--out", "/proc/self/m.json"], capsys)
     assert "--attack" in _error(["--checkpoint", str(run_dir), "--epsilon", "0.1"], capsys)
     assert "--epsilon" in _error(["--checkpoint", str(run_dir), "--attack", "random"], capsys)
     assert "--episodes" in _error(["--checkpoint", str(run_dir), "--episodes", "0"], capsys)
