@@ -26,15 +26,15 @@ import numpy as np
 
 
 def _handles(env):
-    """(model, data, observation camera) of the env's current MuJoCo world."""
+    """(model, data, observation camera, its fast flag) of the env's current MuJoCo world."""
     u = env.unwrapped
     model, data = u.mujoco_handles()
-    return model, data, u._camera_name
+    return model, data, u._camera_name, u.fast_render
 
 
 def wrapper_rate(env, steps: int) -> tuple[float, int]:
     env.reset(seed=0)
-    model, data, _ = _handles(env)
+    model, data, _, _ = _handles(env)
     t0 = data.time
     start = time.perf_counter()
     done_steps = 0
@@ -50,8 +50,8 @@ def wrapper_rate(env, steps: int) -> tuple[float, int]:
 
 def raw_rate(env, steps: int, mj_steps: int) -> float:
     env.reset(seed=0)
-    model, data, camera_name = _handles(env)
-    camera = Camera(model, 64, 64, camera_name)
+    model, data, camera_name, fast = _handles(env)
+    camera = Camera(model, 64, 64, camera_name, fast=fast)
     data.ctrl[:] = 0.0
     start = time.perf_counter()
     for _ in range(steps):

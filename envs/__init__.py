@@ -119,6 +119,28 @@ _register_shift("cartpole-colours", "dmc-cartpole-swingup", "dmc-cartpole-swingu
                 "cartpole swingup: red cart and pole, dark floor, dimmer light")
 _register_shift("cartpole-weak-motor", "dmc-cartpole-swingup", "dmc-cartpole-swingup-weak-motor", "dynamics",
                 "cartpole swingup: actuator gain 10 → 6")
+# the cartpole for CPU learning runs: balance from a tilted start, cart kept near the centre. A careless
+# recovery (LQR gains that ignore the cart) leaves |x| <= 0.3 in ~40 % of episodes; a careful one
+# almost never, at the same return (docs/performance.md, "Environments")
+_TILTED = {"init_angle": 0.2, "cart_limit": 0.3}
+_register("dmc-cartpole-tilted", "dmc", "dmc-cartpole-balance",
+          "cartpole balance from a pole tilted up to ±0.2 rad; cost while |cart x| > 0.3", **_TILTED)
+_register("dmc-cartpole-tilted-high-gravity", "dmc", "dmc-cartpole-balance", "gravity 9.81 → 15",
+          gravity=15.0, **_TILTED)
+_register("dmc-cartpole-tilted-weak-motor", "dmc", "dmc-cartpole-balance", "actuator gain 10 → 6",
+          actuator_gain=6.0, **_TILTED)
+_register("dmc-cartpole-tilted-heavy-pole", "dmc", "dmc-cartpole-balance", "pole mass 0.1 → 0.4",
+          pole_mass=0.4, **_TILTED)
+_register("dmc-cartpole-tilted-recoloured", "dmc", "dmc-cartpole-balance", "red body, dark floor, dim light",
+          body_rgba=(0.8, 0.15, 0.1, 1.0), floor_rgba=(0.25, 0.25, 0.3, 1.0), light_diffuse=0.4, **_TILTED)
+_register_shift("tilted-gravity", "dmc-cartpole-tilted", "dmc-cartpole-tilted-high-gravity", "dynamics",
+                "tilted cartpole: gravity 9.81 → 15 m/s² (the pole falls faster)")
+_register_shift("tilted-weak-motor", "dmc-cartpole-tilted", "dmc-cartpole-tilted-weak-motor", "dynamics",
+                "tilted cartpole: actuator gain 10 → 6")
+_register_shift("tilted-heavy-pole", "dmc-cartpole-tilted", "dmc-cartpole-tilted-heavy-pole", "dynamics",
+                "tilted cartpole: pole mass 0.1 → 0.4")
+_register_shift("tilted-colours", "dmc-cartpole-tilted", "dmc-cartpole-tilted-recoloured", "appearance",
+                "tilted cartpole: red cart and pole, dark floor, dimmer light")
 _register("dmc-walker-walk", "dmc", "dmc-walker-walk", "walker walk; cost while a joint is faster than 12 rad/s")
 _register("dmc-walker-walk-heavy", "dmc", "dmc-walker-walk", "torso mass ×1.5", torso_mass_scale=1.5)
 _register("dmc-walker-walk-slippery", "dmc", "dmc-walker-walk", "floor friction 0.7 → 0.2", friction=0.2)

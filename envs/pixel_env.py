@@ -20,7 +20,7 @@ class PixelEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, image_size: int, action_repeat: int, max_episode_steps: int, native_low: np.ndarray,
-                 native_high: np.ndarray, camera: str, overview_camera: str):
+                 native_high: np.ndarray, camera: str, overview_camera: str, fast_render: bool = True):
         self.action_repeat = action_repeat
         self.max_episode_steps = max_episode_steps
         self.image_size = image_size
@@ -28,7 +28,8 @@ class PixelEnv(gym.Env):
         self.action_space = gym.spaces.Box(-1.0, 1.0, native_low.shape, np.float32)
         self._low, self._high = native_low, native_high
         self._camera_name, self._overview_name = camera, overview_camera
-        self._cameras: dict[tuple[str, int], Camera] = {}
+        self.fast_render = fast_render
+        self._cameras: dict[tuple[str, int, bool], Camera] = {}
         self._bound_model = None
         self._t = 0
 
@@ -46,6 +47,9 @@ class PixelEnv(gym.Env):
     def on_new_model(self, model) -> None:
         """Called once per compiled model before it is rendered (to apply shift parameters)."""
 
+    def before_render(self) -> None:
+        """Bring quantities derived from the state (body poses) up to date, if stepping skipped that."""
+
     # ---- shared
     def _bind(self):
         """(model, data); a model not seen before gets the shift parameters and fresh cameras."""
@@ -56,15 +60,17 @@ class PixelEnv(gym.Env):
             self._bound_model = model
         return model, data
 
-    def _render(self, camera: str, size: int) -> np.ndarray:
+    def _render(self, camera: str, size: int, fast: bool) -> np.ndarray:
         model, data = self._bind()
-        key = (camera, size)
+        self.before_render()
+        key = (camera, size, fast)
         if key not in self._cameras:
-            self._cameras[key] = Camera(model, size, size, camera)
+            self._cameras[key] = Camera(model, size, size, camera, fast=fast)
         return self._cameras[key].render(data)
 
     def _observation(self) -> np.ndarray:
-        return np.ascontiguousarray(self._render(self._camera_name, self.image_size).transpose(2, 0, 1))
+        frame = self._render(self._camera_name, self.image_size, self.fast_render)
+        return np.ascontiguousarray(frame.transpose(2, 0, 1))
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -91,8 +97,11 @@ class PixelEnv(gym.Env):
         return self._observation(), float(reward), bool(terminated), bool(truncated), {"cost": float(cost)}
 
     def render_overview(self, size: int = 256) -> np.ndarray:
-        """A (size, size, 3) uint8 frame of the scene from the family's overview camera, for videos."""
-        return self._render(self._overview_name, size)
+        """A (size, size, 3) uint8 frame of the scene from the family's overview camera, for videos.
+
+        Always at full quality (shadows, reflections, multisampling), whatever ``fast_render`` says.
+        """
+        return self._render(self._overview_name, size, fast=False)
 
     def render(self):
         return self.render_overview()

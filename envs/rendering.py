@@ -43,14 +43,31 @@ _EXIT_HOOK = []
 
 
 class Camera:
-    """Renders (H, W, 3) uint8 frames of one model from one camera, all geom groups visible."""
+    """Renders (H, W, 3) uint8 frames of one model from one camera, all geom groups visible.
 
-    def __init__(self, model: mujoco.MjModel, height: int, width: int, camera: int | str):
+    ``fast=True`` drops shadows, reflections and multisampling: on a software renderer (Mesa's
+    llvmpipe behind EGL on a machine without a GPU) a 64x64 dm-control cartpole frame then takes
+    ~0.7 ms instead of ~20 ms (a 4096² shadow map and a second, reflected pass are most of the
+    cost). Observations use it; the overview camera for videos keeps the full look.
+    """
+
+    def __init__(self, model: mujoco.MjModel, height: int, width: int, camera: int | str, fast: bool = False):
         check_backend()
+        quality, globals_ = model.vis.quality, model.vis.global_
+        offsamples = quality.offsamples
+        # the context's offscreen buffer is sized from the model when it is created
+        globals_.offwidth, globals_.offheight = max(globals_.offwidth, width), max(globals_.offheight, height)
+        if fast:
+            quality.offsamples = 0
         try:
             self._renderer = mujoco.Renderer(model, height, width)
         except Exception as e:  # the backend's own exception types differ (EGL, OSMesa, GLFW)
             raise backend_error(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        finally:
+            quality.offsamples = offsamples
+        if fast:  # scene flags persist across update_scene calls
+            self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+            self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         self._option = mujoco.MjvOption()
         self._option.geomgroup[:] = 1  # every geom group, so hazards and decorations are visible
         self.camera = camera

@@ -29,6 +29,7 @@ TASKS = ("Goal1", "Goal2", "Button1", "Push1")
 @dataclass
 class SafetyGymParams:
     image_size: int = 64
+    fast_render: bool = True  # observations without shadows, reflections, multisampling (envs.rendering)
     action_repeat: int = 2
     time_limit: int = 0  # agent steps per episode; 0: 1000 simulator steps
     hazards_num: int | None = None  # None: the task's own count
@@ -95,7 +96,8 @@ class SafetyGymPixelEnv(PixelEnv):
         space = self._builder.action_space
         super().__init__(self.params.image_size, self.params.action_repeat,
                          self.params.time_limit or SIM_STEPS_PER_EPISODE // self.params.action_repeat,
-                         space.low, space.high, camera="vision", overview_camera="fixedfar")
+                         space.low, space.high, camera="vision", overview_camera="fixedfar",
+                         fast_render=self.params.fast_render)
 
     @property
     def model(self):

@@ -74,6 +74,80 @@ def test_action_repeat_sums_reward_and_cost():
     np.testing.assert_array_equal(r1[-1][0], r2[-1][0])
 
 
+@pytest.mark.parametrize("name", ["dmc-cartpole-swingup", "dmc-cartpole-tilted", "dmc-walker-walk"])
+def test_dmc_stepping_matches_the_suite(name):
+    """The wrapper's own stepping (no vector observation, closed-form cartpole reward) equals
+    dm_control's Environment.step: same rewards, same states, same frame."""
+    env = envs.make(name, action_repeat=1)
+    u = env.unwrapped
+    env.reset(seed=0)
+    state = u.physics.get_state().copy()
+    actions = np.random.default_rng(0).uniform(-1, 1, (40, *env.action_space.shape)).astype(np.float32)
+    ours = [env.step(a) for a in actions]
+    our_state, our_frame = u.physics.get_state().copy(), ours[-1][0]
+    with u.physics.reset_context():
+        u.physics.set_state(state)
+    suite = [u._env.step(a).reward for a in actions]
+    np.testing.assert_allclose([r[1] for r in ours], suite, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(u.physics.get_state(), our_state)
+    np.testing.assert_array_equal(u._observation(), our_frame)
+
+
+def test_cartpole_closed_form_reward_equals_the_suite():
+    from envs.dmc import cartpole_reward
+
+    env = envs.make("dmc-cartpole-balance")
+    physics, task = env.unwrapped.physics, env.unwrapped._env.task
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        with physics.reset_context():
+            physics.data.qpos[:] = rng.uniform([-1.8, -np.pi], [1.8, np.pi])
+            physics.data.qvel[:] = rng.normal(0, 5, 2)
+            physics.data.ctrl[:] = rng.uniform(-1.2, 1.2)
+        d = physics.data
+        assert cartpole_reward(d.qpos, d.qvel, d.ctrl) == pytest.approx(task.get_reward(physics), rel=1e-12, abs=1e-15)
+
+
+def test_tilted_cartpole_starts_tilted_and_costs_outside_its_zone():
+    env = envs.make("dmc-cartpole-tilted")
+    u = env.unwrapped
+    angles = []
+    for seed in range(40):
+        env.reset(seed=seed)
+        angles.append(u.physics.data.qpos[1])
+    assert 0.15 < np.max(np.abs(angles)) <= 0.2  # the suite's balance task starts within ±0.034
+    with u.physics.reset_context():
+        u.physics.data.qpos[:] = [0.35, 0.0]
+    assert u._step(np.zeros(1))[1] == 1.0  # |x| > 0.3
+    with u.physics.reset_context():
+        u.physics.data.qpos[:] = [0.25, 0.0]
+    assert u._step(np.zeros(1))[1] == 0.0
+
+
+def test_observations_render_fast_overview_keeps_full_quality():
+    fast = envs.make("dmc-cartpole-balance")
+    full = envs.make("dmc-cartpole-balance", fast_render=False)
+    a, b = fast.reset(seed=0)[0], full.reset(seed=0)[0]
+    assert a.shape == b.shape and not np.array_equal(a, b)  # no shadows, reflections, multisampling
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 20  # the same scene
+    np.testing.assert_array_equal(fast.unwrapped.render_overview(64), full.unwrapped.render_overview(64))
+
+
+def test_image_size_larger_than_the_default_framebuffer():
+    env = envs.make("dmc-cartpole-balance", image_size=800)
+    assert env.reset(seed=0)[0].shape == (3, 800, 800)
+
+
+def test_episode_lengths_follow_the_suites():
+    walker = envs.make("dmc-walker-walk", time_limit=5)
+    walker.reset(seed=0)
+    for _ in range(5):
+        walker.step(walker.action_space.sample())
+    assert walker.unwrapped.physics.data.time == pytest.approx(5 * 2 * 0.025)  # 25 ms control steps
+    cartpole = envs.make("dmc-cartpole-tilted")
+    assert (cartpole.unwrapped.action_repeat, cartpole.unwrapped.max_episode_steps) == (8, 125)
+
+
 def test_time_limit_truncates():
     env = envs.make("dmc-cartpole-balance", time_limit=4)
     env.reset(seed=0)
@@ -155,6 +229,10 @@ SHIFT_CHECKS = {
     "cartpole-gravity": (_check_cartpole, "gravity"),
     "cartpole-weak-motor": (_check_cartpole, "gear"),
     "cartpole-colours": (_check_cartpole, "colours"),
+    "tilted-gravity": (_check_cartpole, "gravity"),
+    "tilted-weak-motor": (_check_cartpole, "gear"),
+    "tilted-heavy-pole": (_check_cartpole, "pole_mass"),
+    "tilted-colours": (_check_cartpole, "colours"),
     "walker-heavy-torso": (_check_walker, "torso"),
     "walker-slippery": (_check_walker, "friction"),
     "point-goal-level": (_check_sg, "level"),
