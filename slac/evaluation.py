@@ -34,6 +34,7 @@ from slac.rollout import LatentPolicy, run_episode
 from slac.run import RunRequest, env_for
 from slac.trainer import (
     build_learner,
+    check_architecture,
     check_compatible,
     env_spec,
     episode_seed,
@@ -83,6 +84,7 @@ class Evaluator:
         self.spec = env_spec(self.env)
         check_compatible(self.state, self.cfg, self.spec, self.env_name)
         self.model, self.agent = build_learner(self.cfg, self.spec, self.device)
+        check_architecture(self.state, self.model, self.agent)
         try:
             self.model.load_state_dict(self.state["model"])
             self.agent.load_state_dict(self.state["agent"])

@@ -12,9 +12,11 @@ Phases (DESIGN.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -88,6 +90,37 @@ def check_compatible(state: dict, cfg: Config, spec: dict, env_name: str) -> Non
                                  f"{section}.{key}={b}; drop the override or train a new source model")
 
 
+def architecture(model: LatentModel, agent: SafeSACAgent) -> str:
+    """A fingerprint of the networks' structure (layers, sizes, activations), stored in checkpoints.
+
+    Parameter shapes alone do not pin a network down: a code change of an activation keeps every
+    shape, and such a checkpoint would load silently and compute something else.
+    """
+    return hashlib.sha256((repr(model) + repr(agent)).encode()).hexdigest()[:16]
+
+
+def check_architecture(state: dict, model: LatentModel, agent: SafeSACAgent) -> None:
+    saved = state.get("architecture")
+    if saved is not None and saved != architecture(model, agent):
+        raise InputError(f"checkpoint {state['path']!r} was written by networks of another structure "
+                         f"(fingerprint {saved}, this code builds {architecture(model, agent)}): the code "
+                         f"changed since (it was written by commit {state.get('code_version', 'unknown')}); "
+                         "evaluate or resume it with that commit, or train again")
+
+
+def code_version() -> str:
+    """The git commit of this checkout (with '+changes' if the tree is dirty), or 'unknown'."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit + ("+changes" if dirty else "")) if commit else "unknown"
+
+
 class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, phase: str, init_from: dict | None = None,
                  resume_from: dict | None = None, progress: bool = True):
@@ -119,6 +152,7 @@ class Trainer:
         self._update_credit = 0.0
         self._stop_signal: int | None = None
         self.interrupted = False  # set when a signal stopped the run (a checkpoint was saved)
+        self.code_version = code_version()
 
         for state in (init_from, resume_from):
             if state is not None:
@@ -142,6 +176,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- state
     def _load_learner(self, state: dict) -> None:
+        check_architecture(state, self.model, self.agent)
         try:
             self.model.load_state_dict(state["model"])
             self.model.optimizer.load_state_dict(state["model_optimizer"])
@@ -158,6 +193,8 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "phase": self.phase,
+            "architecture": architecture(self.model, self.agent),
+            "code_version": self.code_version,
             "config": to_dict(self.cfg),
             "env_spec": self.spec,
             "counters": dict(self.counters),

@@ -167,3 +167,16 @@ def test_resolved_config_is_saved(source_run):
     text = (src / "config.yaml").read_text()
     assert "env: toy-reach" in text and "seed: 1" in text
     assert json.loads(json.dumps(checkpoint.load(src)["config"]))["env"] == SOURCE_ENV
+
+
+def test_checkpoint_of_another_network_structure_is_refused(source_run, tmp_path):
+    src, _ = source_run
+    state = checkpoint.load(src)
+    assert len(state["architecture"]) == 16 and state["code_version"]
+    state["architecture"] = "0" * 16  # as if an activation had changed in the code since
+    state["code_version"] = "abc1234"
+    del state["path"]
+    checkpoint.save(tmp_path / "old.pt", state)
+    with pytest.raises(InputError, match="written by networks of another structure.*commit abc1234"):
+        make_trainer(RunRequest(phase="target", env=SOURCE_ENV, checkpoint=str(tmp_path / "old.pt"),
+                                preset="smoke", out=str(tmp_path / "t")))
