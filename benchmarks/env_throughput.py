@@ -1,12 +1,15 @@
 """Environment throughput: the pixel wrappers against the raw simulator and renderer they wrap.
 
-    python benchmarks/env_throughput.py [--steps 300] [--envs dmc-cartpole-swingup sg-point-goal1]
+    python benchmarks/env_throughput.py [--steps 1000] [--rounds 5] [--clock wall|cpu]
+                                        [--envs dmc-cartpole-tilted sg-point-goal1]
 
 For each env (64x64, its default action repeat), in one run:
 - wrapper: agent steps/s of ``env.step`` (random actions);
 - raw limit: the same model's MuJoCo steps (``mujoco.mj_step``, as many per agent step as the
-  wrapper advances the simulation) plus one 64x64 render per agent step, timed bare;
-- two workers: agent steps/s of gymnasium's AsyncVectorEnv with 2 processes, against 1 process.
+  wrapper advances the simulation, under random controls) plus one 64x64 render per agent step
+  from the same camera with the same render settings, timed bare;
+- two workers: agent steps/s of gymnasium's AsyncVectorEnv with 2 processes, against 1 process
+  (on a machine with other jobs running, this speed-up measures the contention, not the env).
 The last line is ``wrapper/raw: R`` with R the worst wrapper/raw ratio over the envs measured.
 """
 
@@ -18,6 +21,7 @@ from envs.rendering import Camera
 
 import argparse
 import functools
+import os
 import time
 
 import gymnasium as gym
@@ -32,67 +36,89 @@ def _handles(env):
     return model, data, u._camera_name, u.fast_render
 
 
-def wrapper_rate(env, steps: int) -> tuple[float, int]:
+def mj_steps_per_agent_step(env) -> int:
     env.reset(seed=0)
     model, data, _, _ = _handles(env)
     t0 = data.time
-    start = time.perf_counter()
-    done_steps = 0
+    for _ in range(5):
+        env.step(env.action_space.sample())
+    return round((data.time - t0) / model.opt.timestep / 5)
+
+
+def wrapper_rate(env, steps: int, clock) -> float:
+    """Agent steps/s of env.step; the time of resets at episode ends is left out (raw has none)."""
+    env.reset(seed=0)
+    elapsed = 0.0
     for _ in range(steps):
-        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-        done_steps += 1
+        action = env.action_space.sample()
+        start = clock()
+        _, _, terminated, truncated, _ = env.step(action)
+        elapsed += clock() - start
         if terminated or truncated:
-            break
-    elapsed = time.perf_counter() - start
-    mj_steps_per_agent_step = round((data.time - t0) / model.opt.timestep / done_steps)
-    return done_steps / elapsed, mj_steps_per_agent_step
+            env.reset()
+    return steps / elapsed
 
 
-def raw_rate(env, steps: int, mj_steps: int) -> float:
+def raw_rate(env, steps: int, mj_steps: int, clock) -> float:
     env.reset(seed=0)
     model, data, camera_name, fast = _handles(env)
     camera = Camera(model, 64, 64, camera_name, fast=fast)
-    data.ctrl[:] = 0.0
-    start = time.perf_counter()
-    for _ in range(steps):
+    low, high = model.actuator_ctrlrange.T
+    controls = np.random.default_rng(0).uniform(low, high, (steps, model.nu))  # random actions, as the wrapper's
+    start = clock()
+    for control in controls:
+        data.ctrl[:] = control
         mujoco.mj_step(model, data, nstep=mj_steps)
         camera.render(data)
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     camera.close()
     return steps / elapsed
 
 
-def vector_rate(name: str, workers: int, steps: int) -> float:
+def vector_rates(name: str, steps: int, rounds: int) -> dict[int, float]:
+    """Agent steps/s (all workers together) of AsyncVectorEnv with 1 and 2 worker processes,
+    measured in interleaved rounds, best of each."""
     # spawn, not fork: a forked child cannot use the parent's EGL context
-    vec = gym.vector.AsyncVectorEnv([functools.partial(envs.make, name, seed=i) for i in range(workers)],
-                                    context="spawn")
-    vec.reset(seed=0)
-    actions = np.zeros((workers, *vec.single_action_space.shape), np.float32)
-    vec.step(actions)
-    start = time.perf_counter()
-    for _ in range(steps):
-        vec.step(actions)
-    elapsed = time.perf_counter() - start
-    vec.close()
-    return workers * steps / elapsed
+    vecs = {w: gym.vector.AsyncVectorEnv([functools.partial(envs.make, name, seed=i) for i in range(w)],
+                                         context="spawn") for w in (1, 2)}
+    best = dict.fromkeys(vecs, 0.0)
+    for vec in vecs.values():
+        vec.reset(seed=0)
+    for _ in range(rounds):
+        for workers, vec in vecs.items():
+            actions = np.stack([vec.single_action_space.sample() for _ in range(workers)])
+            vec.step(actions)
+            start = time.perf_counter()
+            for _ in range(steps):
+                vec.step(actions)
+            best[workers] = max(best[workers], workers * steps / (time.perf_counter() - start))
+    for vec in vecs.values():
+        vec.close()
+    return best
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved wrapper/raw rounds (best of each)")
-    p.add_argument("--envs", nargs="+", default=["dmc-cartpole-swingup", "sg-point-goal1"])
+    p.add_argument("--steps", type=int, default=1000, help="agent steps per round")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved wrapper/raw rounds (best of each)")
+    p.add_argument("--envs", nargs="+", default=["dmc-cartpole-tilted", "sg-point-goal1"])
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wrapper and raw timed by wall clock or by this process's CPU time (all its threads, the "
+                        "software renderer's included): cpu is robust to other jobs on the machine")
     args = p.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start, "
+          f"MUJOCO_GL={os.environ['MUJOCO_GL']}, {args.clock} clock for wrapper/raw, wall clock for the vector envs")
     ratios = []
     for name in args.envs:
         env = envs.make(name, seed=0)
-        wrapper, mj_steps = wrapper_rate(env, args.steps)
-        raw = raw_rate(env, args.steps, mj_steps)
-        for _ in range(args.rounds - 1):  # interleaved rounds, best of each: load changes hurt both alike
-            wrapper = max(wrapper, wrapper_rate(env, args.steps)[0])
-            raw = max(raw, raw_rate(env, args.steps, mj_steps))
-        one = vector_rate(name, 1, args.steps // 2)
-        two = vector_rate(name, 2, args.steps // 2)
+        mj_steps = mj_steps_per_agent_step(env)
+        wrapper = raw = 0.0
+        for _ in range(args.rounds):  # interleaved rounds, best of each: load changes hurt both alike
+            wrapper = max(wrapper, wrapper_rate(env, args.steps, clock))
+            raw = max(raw, raw_rate(env, args.steps, mj_steps, clock))
+        rates = vector_rates(name, args.steps, args.rounds)
+        one, two = rates[1], rates[2]
         ratios.append(wrapper / raw)
         print(f"{name}: action repeat {env.unwrapped.action_repeat}, {mj_steps} MuJoCo steps per agent step")
         print(f"  wrapper {wrapper:8.1f} agent steps/s | raw limit {raw:8.1f} (mj_step + 64x64 render) | "

@@ -39,7 +39,6 @@ def check_backend() -> None:
     except Exception as e:  # backend-specific exception types (EGLError, AttributeError from PyOpenGL, ...)
         raise backend_error(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     _BACKEND_OK.append(True)
-_EXIT_HOOK = []
 
 
 class Camera:
@@ -72,8 +71,10 @@ class Camera:
         self._option.geomgroup[:] = 1  # every geom group, so hazards and decorations are visible
         self.camera = camera
         _LIVE.add(self)
-        if not _EXIT_HOOK:  # registered after the GL libraries' own exit hooks, so it runs before them
-            _EXIT_HOOK.append(atexit.register(_close_all))
+        # exit hooks run last-registered first: re-registering with every camera keeps this one ahead
+        # of the GL libraries' eglTerminate hooks (dm_control registers one when it is first imported)
+        atexit.unregister(_close_all)
+        atexit.register(_close_all)
 
     def render(self, data: mujoco.MjData) -> np.ndarray:
         self._renderer.update_scene(data, camera=self.camera, scene_option=self._option)
