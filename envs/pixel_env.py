@@ -11,7 +11,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from envs.rendering import Camera
+from envs.rendering import Camera, asset_signature
 
 
 class PixelEnv(gym.Env):
@@ -55,9 +55,14 @@ class PixelEnv(gym.Env):
         """(model, data); a model not seen before gets the shift parameters and fresh cameras."""
         model, data = self.mujoco_handles()
         if model is not self._bound_model:
-            self.close()
             self.on_new_model(model)
             self._bound_model = model
+            for key, camera in list(self._cameras.items()):
+                if camera.assets == asset_signature(model):
+                    camera.bind(model)  # keeps the textures already uploaded
+                else:
+                    camera.close()
+                    del self._cameras[key]
         return model, data
 
     def _render(self, camera: str, size: int, fast: bool) -> np.ndarray:

@@ -133,6 +133,21 @@ def test_observations_render_fast_overview_keeps_full_quality():
     np.testing.assert_array_equal(fast.unwrapped.render_overview(64), full.unwrapped.render_overview(64))
 
 
+def test_cameras_rebound_to_a_rebuilt_model_render_what_new_cameras_render():
+    from envs.rendering import Camera
+
+    env = envs.make("sg-point-goal1", seed=0)
+    u = env.unwrapped
+    first_model = u.model
+    u.render_overview(64)
+    obs, _ = env.reset(seed=5)  # Safety-Gymnasium rebuilds its model: the cameras are re-bound, not re-made
+    assert u.model is not first_model
+    for fast, frame in ((True, obs.transpose(1, 2, 0)), (False, u.render_overview(64))):
+        fresh = Camera(u.model, 64, 64, "vision" if fast else "fixedfar", fast=fast)
+        np.testing.assert_array_equal(frame, fresh.render(u._builder.task.data))
+        fresh.close()
+
+
 def test_image_size_larger_than_the_default_framebuffer():
     env = envs.make("dmc-cartpole-balance", image_size=800)
     assert env.reset(seed=0)[0].shape == (3, 800, 800)
