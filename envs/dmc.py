@@ -5,7 +5,7 @@
   ``angle_limit`` (when set), in the spirit of the Real-World RL suite's slider-position and
   balance constraints (Dulac-Arnold et al., 2020). ``init_angle`` widens the balance task's
   initial pole angle range (dm-control's is ±0.034 rad), which makes the cart constraint bind:
-  ``dmc-cartpole-tilted`` (registered in ``envs``) is balance from ±0.2 rad with |x| ≤ 0.3.
+  ``dmc-cartpole-tilted`` (registered in ``envs``) is balance from ±0.2 rad with |x| ≤ 0.25.
 - ``dmc-walker-walk``: cost 1 per control step while any joint speed exceeds
   ``joint_velocity_limit`` (the RWRL suite's joint-velocity constraint).
 

@@ -32,6 +32,11 @@ def check_backend() -> None:
         return
     if os.environ.get("MUJOCO_GL") not in RENDER_BACKENDS:
         raise backend_error("not a backend name")
+    # mujoco picks its backend when imported; without one that loads, it has no GLContext at all
+    loaded = getattr(getattr(mujoco, "GLContext", None), "__module__", "").rpartition(".")[2]
+    if loaded in RENDER_BACKENDS and loaded != os.environ["MUJOCO_GL"]:
+        raise backend_error(f"mujoco was imported with the {loaded!r} backend before envs set MUJOCO_GL; "
+                            "import envs before mujoco, or set MUJOCO_GL before Python starts")
     try:
         context = mujoco.GLContext(1, 1)
         context.make_current()

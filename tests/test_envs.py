@@ -117,11 +117,55 @@ def test_tilted_cartpole_starts_tilted_and_costs_outside_its_zone():
         angles.append(u.physics.data.qpos[1])
     assert 0.15 < np.max(np.abs(angles)) <= 0.2  # the suite's balance task starts within ±0.034
     with u.physics.reset_context():
-        u.physics.data.qpos[:] = [0.35, 0.0]
-    assert u._step(np.zeros(1))[1] == 1.0  # |x| > 0.3
+        u.physics.data.qpos[:] = [0.3, 0.0]
+    assert u._step(np.zeros(1))[1] == 1.0  # |x| > 0.25
     with u.physics.reset_context():
-        u.physics.data.qpos[:] = [0.25, 0.0]
+        u.physics.data.qpos[:] = [0.2, 0.0]
     assert u._step(np.zeros(1))[1] == 0.0
+
+
+def _lqr_gain(physics, repeat: int, q_x: float, r: float) -> np.ndarray:
+    """Discrete LQR gain of the cartpole linearised upright, its action held for ``repeat`` steps."""
+    import mujoco
+    import scipy.linalg
+
+    model, data = physics.model.ptr, mujoco.MjData(physics.model.ptr)
+    mujoco.mj_forward(model, data)
+    a, b = np.zeros((4, 4)), np.zeros((4, 1))
+    integrator = model.opt.integrator
+    model.opt.integrator = mujoco.mjtIntegrator.mjINT_EULER  # finite differences refuse RK4
+    mujoco.mjd_transitionFD(model, data, 1e-6, True, a, b, None, None)
+    model.opt.integrator = integrator
+    a_held = np.linalg.matrix_power(a, repeat)
+    b_held = sum(np.linalg.matrix_power(a, k) @ b for k in range(repeat))
+    q, rr = np.diag([q_x, 1.0, 0.1, 0.1]), np.array([[r]])
+    p = scipy.linalg.solve_discrete_are(a_held, b_held, q, rr)
+    return np.linalg.solve(rr + b_held.T @ p @ b_held, b_held.T @ p @ a_held)[0]
+
+
+def test_tilted_cartpole_constraint_binds_for_careless_balancing_only():
+    """Two state-feedback balancers with the same return: one that ignores the cart's position
+    exceeds the budget (25 per episode) on average, one that weighs it keeps well within."""
+    env = envs.make("dmc-cartpole-tilted")
+    u = env.unwrapped
+    outcomes = {}
+    for label, q_x, r in (("careless", 1.0, 10.0), ("careful", 30.0, 1.0)):
+        gain = _lqr_gain(u.physics, u.action_repeat, q_x, r)
+        returns, costs = [], []
+        for seed in range(20):
+            env.reset(seed=seed)
+            ret = cost = 0.0
+            for _ in range(u.max_episode_steps):
+                state = np.concatenate([u.physics.data.qpos, u.physics.data.qvel])
+                _, reward, _, _, info = env.step(np.clip(-gain @ state, -1, 1)[None].astype(np.float32))
+                ret, cost = ret + reward, cost + info["cost"]
+            returns.append(ret)
+            costs.append(cost)
+        outcomes[label] = np.mean(returns), np.mean(costs), np.mean(np.array(costs) > 25)
+    (careless_return, careless_cost, careless_over), (careful_return, careful_cost, _) = outcomes.values()
+    assert careless_return > 990 and careful_return > 990 and abs(careless_return - careful_return) < 5
+    assert careless_cost > 25 and careless_over >= 0.25
+    assert careful_cost < 10
 
 
 def test_observations_render_fast_overview_keeps_full_quality():
@@ -308,6 +352,17 @@ def test_missing_rendering_backend_is_a_clear_error(backend):
     assert result.returncode != 0
     assert f"cannot start the MuJoCo rendering backend MUJOCO_GL='{backend}'" in result.stderr
     assert "Valid backends: egl, osmesa, glfw" in result.stderr
+
+
+def test_mujoco_imported_before_envs_with_another_backend_is_a_clear_error():
+    import os
+
+    code = "import mujoco, envs; envs.make('dmc-cartpole-balance')"
+    environ = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}  # mujoco then picks glfw
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=environ)
+    assert result.returncode != 0
+    assert "mujoco was imported with the 'glfw' backend before envs set MUJOCO_GL" in result.stderr
 
 
 def test_exit_is_quiet_whatever_order_the_families_are_made_in():
