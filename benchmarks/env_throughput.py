@@ -8,6 +8,8 @@ For each env (64x64, its default action repeat), in one run:
 - raw limit: the same model's MuJoCo steps (``mujoco.mj_step``, as many per agent step as the
   wrapper advances the simulation, under random controls) plus one 64x64 render per agent step
   from the same camera with the same render settings, timed bare;
+- the observation camera's renders/s with the fast settings (the default) and the full ones, and
+  the time of a reset (Safety-Gymnasium recompiles its model at every reset);
 - two workers: agent steps/s of gymnasium's AsyncVectorEnv with 2 processes, against 1 process
   (on a machine with other jobs running, this speed-up measures the contention, not the env).
 The last line is ``wrapper/raw: R`` with R the worst wrapper/raw ratio over the envs measured.
@@ -75,6 +77,25 @@ def raw_rate(env, steps: int, mj_steps: int, clock) -> float:
     return steps / elapsed
 
 
+def render_rate(env, fast: bool, frames: int, clock) -> float:
+    """64x64 frames/s of the observation camera on the current state, fast or full render settings."""
+    model, data, camera_name, _ = _handles(env)
+    camera = Camera(model, 64, 64, camera_name, fast=fast)
+    start = clock()
+    for _ in range(frames):
+        camera.render(data)
+    elapsed = clock() - start
+    camera.close()
+    return frames / elapsed
+
+
+def reset_time(env, resets: int, clock) -> float:
+    start = clock()
+    for _ in range(resets):
+        env.reset()
+    return (clock() - start) / resets
+
+
 def vector_rates(name: str, steps: int, rounds: int) -> dict[int, float]:
     """Agent steps/s (all workers together) of AsyncVectorEnv with 1 and 2 worker processes,
     measured in interleaved rounds, best of each."""
@@ -117,12 +138,17 @@ def main() -> None:
         for _ in range(args.rounds):  # interleaved rounds, best of each: load changes hurt both alike
             wrapper = max(wrapper, wrapper_rate(env, args.steps, clock))
             raw = max(raw, raw_rate(env, args.steps, mj_steps, clock))
+        env.reset(seed=0)
+        fast, full = render_rate(env, True, 200, clock), render_rate(env, False, 20, clock)
+        reset = reset_time(env, 5, clock)
         rates = vector_rates(name, args.steps, args.rounds)
         one, two = rates[1], rates[2]
         ratios.append(wrapper / raw)
         print(f"{name}: action repeat {env.unwrapped.action_repeat}, {mj_steps} MuJoCo steps per agent step")
         print(f"  wrapper {wrapper:8.1f} agent steps/s | raw limit {raw:8.1f} (mj_step + 64x64 render) | "
               f"wrapper/raw {wrapper / raw:.2f}")
+        print(f"  observation renders/s: fast {fast:7.1f} (no shadows, reflections, multisampling), "
+              f"full {full:6.1f} | reset {1000 * reset:.0f} ms")
         print(f"  async vector env: 1 worker {one:7.1f} steps/s, 2 workers {two:7.1f} steps/s, "
               f"speed-up {two / one:.2f}x", flush=True)
         env.close()

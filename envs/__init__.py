@@ -19,6 +19,10 @@ import types
 
 # before anything imports mujoco (gymnasium's plugin loader does): headless rendering by default
 os.environ.setdefault("MUJOCO_GL", "egl")
+# Mesa's software renderer (llvmpipe, what egl runs on without a GPU) rasterises in worker threads by
+# default; for 64x64 frames handing work to them costs more than it saves: rendering in the calling
+# thread is ~1.5x faster and lets env worker processes scale over the cores (docs/performance.md)
+os.environ.setdefault("LP_NUM_THREADS", "0")
 # gymnasium's plugin loader imports gymnasium-robotics, which prints a notice about Adroit envs
 # (unused here) to stderr on every import; an empty notification table keeps runs' output clean.
 sys.modules.setdefault("farama_notifications", types.SimpleNamespace(notifications={}))

@@ -1,8 +1,9 @@
-"""Offscreen rendering of a MuJoCo model with ``mujoco.Renderer`` (no window, no pickled state).
+"""Offscreen rendering of a MuJoCo model (no window, no pickled state).
 
 ``MUJOCO_GL`` defaults to ``egl`` (headless; Mesa's software renderer on machines without a
-GPU) when the user has not chosen a backend. A backend that cannot start raises one
-:class:`~envs.errors.InputError` naming the backend and the alternatives.
+GPU) when the user has not chosen a backend, and ``LP_NUM_THREADS`` (the software renderer's
+threads) to 0: small frames render faster in the calling thread. A backend that cannot start
+raises one :class:`~envs.errors.InputError` naming the backend and the alternatives.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import weakref
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("LP_NUM_THREADS", "0")  # llvmpipe renders in the calling thread (see envs/__init__.py)
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
