@@ -130,17 +130,17 @@ def _build_cartpole(task_name: str, p: CartpoleParams):
 
     task = Balance(swing_up=task_name == "swingup", sparse=False)
     env = control.Environment(physics, task, time_limit=float("inf"))
-    model, data = physics.model.ptr, physics.data.ptr
+    mj_model, mj_data = physics.model.ptr, physics.data.ptr
     cos_limit = -np.inf if p.angle_limit is None else np.cos(p.angle_limit)
 
     def step(action: np.ndarray) -> tuple[float, float]:
         # the suite's RK4 step (Physics.step adds an mj_step1, done once before a render instead)
-        data.ctrl[:] = action
-        mujoco.mj_step(model, data)
-        cost = abs(data.qpos[0]) > p.cart_limit or np.cos(data.qpos[1]) < cos_limit
-        return cartpole_reward(data.qpos, data.qvel, data.ctrl), float(cost)
+        mj_data.ctrl[:] = action
+        mujoco.mj_step(mj_model, mj_data)
+        cost = abs(mj_data.qpos[0]) > p.cart_limit or np.cos(mj_data.qpos[1]) < cos_limit
+        return cartpole_reward(mj_data.qpos, mj_data.qvel, mj_data.ctrl), float(cost)
 
-    return env, step, lambda: mujoco.mj_step1(model, data), 8, "fixed"
+    return env, step, lambda: mujoco.mj_step1(mj_model, mj_data), 8, "fixed"
 
 
 _GAUSSIAN_SCALE = np.sqrt(-2 * np.log(0.1))  # dm_control.utils.rewards.tolerance: value 0.1 at the margin

@@ -2,8 +2,9 @@
 
 A family subclasses :class:`PixelEnv` and provides the simulator side: ``mujoco_handles()`` (the
 current model and data), ``reset_simulation(seed)`` and ``simulation_step(native_action)``
-returning (reward, cost, terminated, truncated) of one simulator step. Cameras are re-created when
-the family swaps its model (Safety-Gymnasium rebuilds it at every reset).
+returning (reward, cost, terminated, truncated) of one simulator step. When the family swaps its
+model (Safety-Gymnasium rebuilds it at every reset), ``on_new_model`` applies the shift parameters
+to it and the cameras are re-bound to it (re-created if its textures or meshes differ).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class PixelEnv(gym.Env):
 
     # ---- shared
     def _bind(self):
-        """(model, data); a model not seen before gets the shift parameters and fresh cameras."""
+        """(model, data); a model not seen before gets the shift parameters and the cameras."""
         model, data = self.mujoco_handles()
         if model is not self._bound_model:
             self.on_new_model(model)
