@@ -10,8 +10,10 @@ For each env (64x64, its default action repeat), in one run:
   from the same camera with the same render settings, timed bare;
 - the observation camera's renders/s with the fast settings (the default) and the full ones, and
   the time of a reset (Safety-Gymnasium recompiles its model at every reset);
-- two workers: agent steps/s of gymnasium's AsyncVectorEnv with 2 processes, against 1 process
-  (on a machine with other jobs running, this speed-up measures the contention, not the env).
+- two workers: agent steps/s of gymnasium's AsyncVectorEnv with 2 processes, against 1 process,
+  and of 2 independent processes each stepping its own env, against 1 (no parent process in the
+  loop: whether the env itself scales). On a machine with other jobs running, these speed-ups
+  measure the contention too.
 The last line is ``wrapper/raw: R`` with R the worst wrapper/raw ratio over the envs measured.
 """
 
@@ -23,6 +25,7 @@ from envs.rendering import Camera
 
 import argparse
 import functools
+import multiprocessing
 import os
 import time
 
@@ -96,6 +99,33 @@ def reset_time(env, resets: int, clock) -> float:
     return (clock() - start) / resets
 
 
+def _process_steps(name: str, seed: int, steps: int) -> tuple[float, float]:
+    """In a worker process: (start, end) wall times of ``steps`` env steps after a warm-up."""
+    env = envs.make(name, seed=seed)
+    action = env.action_space.sample()
+    for _ in range(50):
+        env.step(action)
+    start = time.time()
+    for _ in range(steps):
+        if any(env.step(action)[2:4]):
+            env.reset()
+    return start, time.time()
+
+
+def process_rates(name: str, steps: int, rounds: int) -> dict[int, float]:
+    """Agent steps/s of 1 and 2 independent processes each stepping its own env (no parent in the
+    loop): whether the env itself scales over the cores. Interleaved rounds, best of each."""
+    best = {1: 0.0, 2: 0.0}
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.starmap(_process_steps, [(name, i, 1) for i in range(2)])  # imports and first contexts
+        for _ in range(rounds):
+            for workers in (1, 2):
+                spans = pool.starmap(_process_steps, [(name, i, steps) for i in range(workers)])
+                elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+                best[workers] = max(best[workers], workers * steps / elapsed)
+    return best
+
+
 def vector_rates(name: str, steps: int, rounds: int) -> dict[int, float]:
     """Agent steps/s (all workers together) of AsyncVectorEnv with 1 and 2 worker processes,
     measured in interleaved rounds, best of each."""
@@ -142,6 +172,7 @@ def main() -> None:
         fast, full = render_rate(env, True, 200, clock), render_rate(env, False, 20, clock)
         reset = reset_time(env, 5, clock)
         rates = vector_rates(name, args.steps, args.rounds)
+        alone = process_rates(name, args.steps, args.rounds)
         one, two = rates[1], rates[2]
         ratios.append(wrapper / raw)
         print(f"{name}: action repeat {env.unwrapped.action_repeat}, {mj_steps} MuJoCo steps per agent step")
@@ -150,7 +181,9 @@ def main() -> None:
         print(f"  observation renders/s: fast {fast:7.1f} (no shadows, reflections, multisampling), "
               f"full {full:6.1f} | reset {1000 * reset:.0f} ms")
         print(f"  async vector env: 1 worker {one:7.1f} steps/s, 2 workers {two:7.1f} steps/s, "
-              f"speed-up {two / one:.2f}x", flush=True)
+              f"speed-up {two / one:.2f}x")
+        print(f"  independent processes: 1 {alone[1]:7.1f} steps/s, 2 {alone[2]:7.1f} steps/s, "
+              f"speed-up {alone[2] / alone[1]:.2f}x", flush=True)
         env.close()
     print(f"wrapper/raw: {min(ratios):.2f}")
 
