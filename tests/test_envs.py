@@ -42,8 +42,8 @@ def test_gymnasium_env_checker_passes(name):
     check_env(envs.make(name, seed=0), skip_render_check=True)
 
 
-@pytest.mark.parametrize("name", ["toy-reach", "dmc-cartpole-swingup", "dmc-walker-walk", "sg-point-goal1",
-                                  "sg-car-goal2"])
+@pytest.mark.parametrize("name", ["toy-reach", "dmc-cartpole-swingup", "dmc-cartpole-tilted", "dmc-walker-walk",
+                                  "sg-point-goal1", "sg-car-goal2"])
 def test_same_seed_same_first_image_different_seed_different_layout(name):
     first = [envs.make(name).reset(seed=s)[0] for s in (7, 7, 8)]
     np.testing.assert_array_equal(first[0], first[1])
