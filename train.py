@@ -32,8 +32,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunRequest, bool]:
     p.add_argument("--preset", help=f"named config preset: {', '.join(presets())}")
     p.add_argument("--config", action="append", default=[], dest="config_files", metavar="FILE",
                    help="YAML config file(s) applied after the preset")
-    p.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
-                   help="override one config value, e.g. --set agent.lr=3e-4 (repeatable)")
+    p.add_argument("--set", action="extend", nargs="+", default=[], dest="sets", metavar="KEY=VALUE",
+                   help="override config values, e.g. --set agent.lr=3e-4 model.z1_dim=16 (repeatable)")
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", type=int, help="agent steps of this phase (train.steps)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])

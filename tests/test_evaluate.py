@@ -285,3 +285,25 @@ def test_tensorboard_gets_the_metrics_and_an_animated_video(run_dir, tmp_path, c
     assert image.step == 200 and image.encoded_image_string[:6] == b"GIF89a"
     gif = imageio.mimread(image.encoded_image_string, format="GIF")
     assert len(gif) == EPISODE_STEPS and gif[0].shape[:2] == ((video.HEADER + 64) // 2, 3 * 64 // 2)
+
+
+def test_adversary_study_script_tabulates_every_condition(run_dir, tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import adversary_study
+
+    code = adversary_study.main(["--runs", f"none={run_dir}", f"image={run_dir},{run_dir}",
+                                 "--attacks", "image-mc,latent-mr", "--image-epsilons", "0.02",
+                                 "--latent-epsilons", "0.5", "--shift", "toy-hazard-colour", "--episodes", "1",
+                                 "--out", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "study.json").read_text())
+    clean = evaluation.evaluate(evaluation.Evaluator(run_dir, device="cpu"), episodes=1, seed=0)
+    entry = report["results"]["image"][str(run_dir)]
+    assert entry["clean"]["return"]["mean"] == pytest.approx(clean["return"]["mean"])
+    assert entry["attacks"]["image-mc"][0]["epsilon"] == 0.02 and entry["zero_shot"]["env"] == "toy-reach-grey"
+    table = (tmp_path / "study.md").read_text()
+    for row in ("| clean |", "| image-mc ε=0.02 |", "| latent-mr ε=0.5 |", "| zero-shot toy-reach-grey |"):
+        assert row in table
+    assert (tmp_path / "study.png").stat().st_size > 0
+    assert adversary_study.main(["--runs", "none", "--out", str(tmp_path)]) == 2
+    assert "--runs expects KIND=RUN" in capsys.readouterr().err

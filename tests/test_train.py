@@ -180,3 +180,12 @@ def test_checkpoint_of_another_network_structure_is_refused(source_run, tmp_path
     with pytest.raises(InputError, match="written by networks of another structure.*commit abc1234"):
         make_trainer(RunRequest(phase="target", env=SOURCE_ENV, checkpoint=str(tmp_path / "old.pt"),
                                 preset="smoke", out=str(tmp_path / "t")))
+
+
+def test_set_takes_several_overrides_and_repeats():
+    sys.path.insert(0, str(ROOT))
+    from train import parse_args
+
+    request, _ = parse_args(["--env", SOURCE_ENV, "--set", "agent.tau=0.01", "model.lr=3e-4",
+                             "--set", "train.steps=5", "--out", "x"])
+    assert request.sets == ["agent.tau=0.01", "model.lr=3e-4", "train.steps=5"]
