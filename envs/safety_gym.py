@@ -13,6 +13,7 @@ action repeat of 2 (Safe SLAC's).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,25 @@ class SafetyGymParams:
         check_rgba("hazards_rgba", self.hazards_rgba, env_name)
 
 
+def hazard_cost(hazards) -> dict:
+    """Safety-Gymnasium's ``Hazards.cal_cost`` with its per-hazard body lookups done as one array
+    operation: the same distances and the same terms added in the same order, so the same cost.
+    Per simulator step it was the largest Python cost of a step (docs/performance.md)."""
+    if not hazards.is_constrained:
+        return {}
+    model, data = hazards.engine.model, hazards.engine.data
+    cached = getattr(hazards, "_body_ids", None)
+    if cached is None or cached[0] is not model:  # the model is recompiled at every reset
+        cached = (model, np.array([model.body(f"hazard{i}").id for i in range(hazards.num)], dtype=np.int64))
+        hazards._body_ids = cached
+    offsets = data.xpos[cached[1], :2] - data.body("agent").xpos[:2]
+    distances = np.sqrt(np.sum(np.square(offsets), axis=1))
+    cost = 0
+    for distance in distances[distances <= hazards.size]:
+        cost += hazards.cost * (hazards.size - distance)
+    return {"cost_hazards": cost}
+
+
 def _make_builder(robot: str, task: str, p: SafetyGymParams):
     import_safety_gymnasium()
     from safety_gymnasium.assets.geoms import Pillars
@@ -80,6 +100,9 @@ def _make_builder(robot: str, task: str, p: SafetyGymParams):
             # pixels are the observation: skip the vector one (lidars, compasses) that every
             # Builder.step would compute and this env would discard (obs() has no side effects)
             task_obj.obs = lambda: None
+            hazards = getattr(task_obj, "hazards", None)
+            if hazards is not None:
+                hazards.cal_cost = functools.partial(hazard_cost, hazards)
             return task_obj
 
     return PixelTaskBuilder(f"Safety{robot}{task}-v0", config={"agent_name": robot})

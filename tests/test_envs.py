@@ -379,3 +379,31 @@ def test_list_command_prints_envs_and_shifts():
     assert result.returncode == 0 and result.stderr == ""
     for name in envs.names() + list(envs.SHIFTS):
         assert name in result.stdout
+
+
+def test_vectorised_hazard_cost_equals_safety_gymnasiums_own():
+    from envs.safety_gym import hazard_cost
+    from envs.safety_gym_compat import import_safety_gymnasium
+
+    import_safety_gymnasium()  # Python 3.11 needs its fix before any safety_gymnasium import
+    from safety_gymnasium.assets.geoms import Hazards
+
+    env = envs.make("sg-point-goal1", seed=0)
+    rng = np.random.default_rng(0)
+    inside = 0
+    for episode in range(2):
+        env.reset(seed=episode)
+        task = env.unwrapped._builder.task
+        hazards, data = task.hazards, task.data
+        assert hazards.cal_cost.func is hazard_cost  # the task calls ours, compared with theirs below
+        agent = task.model.body("agent").id
+        for _ in range(40):
+            env.step(env.action_space.sample())
+            # also put the robot at random offsets from a hazard centre, inside and outside the disc
+            centre = data.body(f"hazard{rng.integers(hazards.num)}").xpos.copy()
+            for offset in (np.zeros(2), rng.uniform(-0.3, 0.3, 2)):
+                data.xpos[agent, :2] = centre[:2] + offset
+                ours, theirs = hazards.cal_cost(), Hazards.cal_cost(hazards)
+                assert ours == theirs
+                inside += theirs["cost_hazards"] > 0
+    assert inside >= 40  # the comparison covered costly states, not only zeros
