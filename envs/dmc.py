@@ -70,11 +70,16 @@ class CartpoleParams(CommonParams):
     gravity: float = 9.81
     actuator_gain: float = 10.0
     body_rgba: tuple | None = None  # colour of cart and pole
+    # drawn radius of the pole (the suite's is 0.045 m, under 2 pixels wide at 64x64); a wider pole is a
+    # massless, contact-free capsule around it, so the dynamics do not change. None: the suite's look
+    pole_visual_radius: float | None = None
 
     def validate(self, env_name: str) -> None:
         super().validate(env_name)
         for name in ("cart_limit", "pole_length", "pole_mass", "cart_mass", "gravity", "actuator_gain"):
             require(getattr(self, name) > 0, f"override {name!r} for env {env_name!r} must be > 0")
+        require(self.pole_visual_radius is None or 0 < self.pole_visual_radius <= 0.3,
+                f"override 'pole_visual_radius' for env {env_name!r} must be in (0, 0.3] (metres)")
         require(self.init_angle is None or 0 <= self.init_angle <= 1.5,
                 f"override 'init_angle' for env {env_name!r} must be in [0, 1.5] (radians)")
         check_rgba("body_rgba", self.body_rgba, env_name)
@@ -113,6 +118,9 @@ def _build_cartpole(task_name: str, p: CartpoleParams):
     xml, assets = cartpole.get_model_and_assets()
     xml = xml.replace(b'fromto="0 0 0 0 0 1"', f'fromto="0 0 0 0 0 {p.pole_length}"'.encode())
     xml = xml.replace(b'material="self" mass=".1"', f'material="self" mass="{p.pole_mass}"'.encode())
+    if p.pole_visual_radius is not None:  # a massless, contact-free capsule of the pole class around the pole
+        xml = xml.replace(b'<geom name="pole_1"/>', f'<geom name="pole_1"/><geom name="pole_1_visual" '
+                          f'size="{p.pole_visual_radius}" mass="0" contype="0" conaffinity="0"/>'.encode())
     physics = cartpole.Physics.from_xml_string(xml, assets)
     model = physics.model
     model.body_mass[model.name2id("cart", "body")] = p.cart_mass
