@@ -124,6 +124,24 @@ def test_tilted_cartpole_starts_tilted_and_costs_outside_its_zone():
     assert u._step(np.zeros(1))[1] == 0.0
 
 
+def test_thick_pole_changes_the_picture_not_the_dynamics():
+    thin = envs.make("dmc-cartpole-tilted", pole_visual_radius=None)
+    thick = envs.make("dmc-cartpole-tilted")  # pole_visual_radius 0.1
+    obs_thin, _ = thin.reset(seed=3)
+    obs_thick, _ = thick.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        action = rng.uniform(-1, 1, 1).astype(np.float32)
+        obs_thin, r_thin, *_, info_thin = thin.step(action)
+        obs_thick, r_thick, *_, info_thick = thick.step(action)
+        d_thin, d_thick = thin.unwrapped.physics.data, thick.unwrapped.physics.data
+        assert np.array_equal(d_thin.qpos, d_thick.qpos) and np.array_equal(d_thin.qvel, d_thick.qvel)
+        assert r_thin == r_thick and info_thin["cost"] == info_thick["cost"]
+    # the pole's colour (orange: red channel well above blue) covers more pixels when drawn thick
+    orange = lambda obs: int(np.sum((obs[0].astype(int) - obs[2].astype(int)) > 60))  # noqa: E731
+    assert orange(obs_thick) > orange(obs_thin) + 20
+
+
 def _lqr_gain(physics, repeat: int, q_x: float, r: float) -> np.ndarray:
     """Discrete LQR gain of the cartpole linearised upright, its action held for ``repeat`` steps."""
     import mujoco
