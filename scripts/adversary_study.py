@@ -2,11 +2,11 @@
 
     python scripts/adversary_study.py --runs none=RUN,RUN image=RUN,RUN latent=RUN,RUN \\
         [--attacks image-mc,image-mr,latent-mc,latent-mr] [--image-epsilons 0.01,0.02,0.04] \\
-        [--latent-epsilons 0.25,0.5,1] [--shift NAME] [--episodes 10] [--workers 2] --out DIR
+        [--latent-epsilons 0.25,0.5,1] [--shift NAME ...] [--episodes 10] [--workers 2] --out DIR
 
 Each run (a source run directory) is evaluated with the same evaluation seeds: clean (no attack)
 in its training env, under each attack at each ε (``slac.evaluation.evaluate``, as
-``evaluate.py --attack A --epsilon E``), and zero-shot on the target env of ``--shift``. ε = 0 of
+``evaluate.py --attack A --epsilon E``), and zero-shot on the target env of each ``--shift``. ε = 0 of
 every attack is the clean evaluation (the attacks are the identity at ε = 0, tests/test_adversary.py).
 
 Writes ``DIR/study.json`` (every metrics dict), ``DIR/study.md`` (a table per kind: mean over
@@ -47,7 +47,7 @@ def study(args) -> dict:
     attacks = [a for a in args.attacks.split(",") if a]
     epsilons = {"image": evaluation.parse_epsilons(args.image_epsilons),
                 "latent": evaluation.parse_epsilons(args.latent_epsilons)}
-    target = evaluation.env_name_for(None, args.shift, "target") if args.shift else None
+    targets = [evaluation.env_name_for(None, shift, "target") for shift in args.shift]
     common = {"episodes": args.episodes, "seed": args.seed, "workers": args.workers}
     results: dict[str, dict[str, dict]] = {}
     for kind, paths in runs.items():
@@ -60,12 +60,12 @@ def study(args) -> dict:
                 entry["attacks"][attack] = [
                     evaluation.evaluate(evaluator, attack=evaluation.AttackSpec(attack, eps, args.attack_steps),
                                         **common) for eps in epsilons[space]]
-            if target:
-                entry["zero_shot"] = evaluation.evaluate(evaluation.Evaluator(path, target, "cpu"), **common)
+            entry["zero_shot"] = {target: evaluation.evaluate(evaluation.Evaluator(path, target, "cpu"), **common)
+                                  for target in targets}
             results.setdefault(kind, {})[path] = entry
             print(f"{kind} {path}: clean return {entry['clean']['return']['mean']:.1f} "
                   f"cost {entry['clean']['cost']['mean']:.1f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    return {"runs": runs, "attacks": attacks, "epsilons": epsilons, "shift": args.shift, "target": target,
+    return {"runs": runs, "attacks": attacks, "epsilons": epsilons, "shifts": args.shift, "targets": targets,
             "episodes": args.episodes, "seed": args.seed, "attack_steps": args.attack_steps, "results": results}
 
 
@@ -96,8 +96,8 @@ def markdown(report: dict) -> str:
         space = "image" if attack in IMAGE_ATTACKS else "latent"
         for i, eps in enumerate(report["epsilons"][space]):
             row(f"{attack} ε={eps:g}", lambda e, a=attack, i=i: e["attacks"][a][i])
-    if report["target"]:
-        row(f"zero-shot {report['target']}", lambda e: e["zero_shot"])
+    for target in report["targets"]:
+        row(f"zero-shot {target}", lambda e, t=target: e["zero_shot"][t])
     budget = next(iter(next(iter(report["results"].values())).values()))["clean"]["budget"]
     return ("Cells: episode return / cost, mean over seeds (per seed in brackets), "
             f"{report['episodes']} episodes each; budget {budget:g}.\n\n" + "\n".join(lines) + "\n")
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-epsilons", default="0.01,0.02,0.04", help="pixel units, [0, 1] scale")
     p.add_argument("--latent-epsilons", default="0.25,0.5,1", help="posterior standard deviations")
     p.add_argument("--attack-steps", type=int, default=evaluation.DEFAULT_ATTACK_STEPS)
-    p.add_argument("--shift", help="also evaluate zero-shot on this shift's target env")
+    p.add_argument("--shift", action="append", default=[],
+                   help="also evaluate zero-shot on this shift's target env (repeatable)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (the same for every run)")
     p.add_argument("--workers", type=int, default=1)

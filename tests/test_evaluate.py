@@ -300,7 +300,8 @@ def test_adversary_study_script_tabulates_every_condition(run_dir, tmp_path, cap
     clean = evaluation.evaluate(evaluation.Evaluator(run_dir, device="cpu"), episodes=1, seed=0)
     entry = report["results"]["image"][str(run_dir)]
     assert entry["clean"]["return"]["mean"] == pytest.approx(clean["return"]["mean"])
-    assert entry["attacks"]["image-mc"][0]["epsilon"] == 0.02 and entry["zero_shot"]["env"] == "toy-reach-grey"
+    assert entry["attacks"]["image-mc"][0]["epsilon"] == 0.02
+    assert entry["zero_shot"]["toy-reach-grey"]["env"] == "toy-reach-grey"
     table = (tmp_path / "study.md").read_text()
     for row in ("| clean |", "| image-mc ε=0.02 |", "| latent-mr ε=0.5 |", "| zero-shot toy-reach-grey |"):
         assert row in table
