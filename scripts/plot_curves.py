@@ -1,7 +1,7 @@
 """Plot learning curves (evaluation return and cost against agent steps) from run directories.
 
     python scripts/plot_curves.py RUN_DIR [RUN_DIR ...] --out docs/curves.png [--random-return X]
-        [--budget B] [--label NAME]
+        [--zero-return X] [--budget B] [--title TEXT]
 
 Each run's ``metrics.jsonl`` is read; ``eval/return`` and ``eval/cost`` are drawn per run and as
 the mean over runs. Prints a table of the final evaluation of each run and their mean.
@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--random-return", type=float, help="a random policy's mean return, drawn as a line")
+    p.add_argument("--zero-return", type=float, help="the mean return of always acting 0, drawn as a line")
     p.add_argument("--budget", type=float, help="episode cost budget, drawn as a line")
     p.add_argument("--title", default="")
     args = p.parse_args()
@@ -50,6 +51,8 @@ def main() -> None:
     print(f"{'mean over runs':40s} {'':8s} {mean[0]:10.2f} {mean[1]:8.2f}")
     if args.random_return is not None:
         axes[0].axhline(args.random_return, color="gray", ls="--", label="random policy")
+    if args.zero_return is not None:
+        axes[0].axhline(args.zero_return, color="black", ls=":", label="action 0 (do nothing)")
     if args.budget is not None:
         axes[1].axhline(args.budget, color="red", ls="--", label="budget")
     for ax, name in zip(axes, ("evaluation return", "evaluation episode cost"), strict=True):
