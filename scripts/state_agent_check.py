@@ -1,0 +1,92 @@
+"""The project's SAC-Lagrangian agent on the cartpole's true state instead of a latent state.
+
+    python scripts/state_agent_check.py [--env dmc-cartpole-tilted] [--preset cpu-small] [--set key=value ...]
+                                        [--episodes 60] [--seed 0]
+
+A diagnostic that separates the agent from the representation: ``slac.agent.SafeSACAgent`` with a
+preset's agent settings learns from (cart x, cos θ, sin θ, cart speed, pole speed) read from the
+simulator, with the same budget, λ update (once per episode) and action repeat as a pixel run.
+8 random episodes first, then per episode: one stochastic episode, λ updated from its cost, one
+agent update (batch ``agent.batch_size``) per agent step of it. Every 4th episode prints the
+training episode's return/cost and one deterministic evaluation episode's (seed 999).
+If this learns and the pixel run does not, look at the latent model.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+import envs
+from slac.agent import SafeSACAgent
+from slac.config import resolve
+
+
+def cartpole_state(env) -> np.ndarray:
+    _, data = env.unwrapped.mujoco_handles()
+    x, theta = data.qpos[0], data.qpos[1]
+    return np.array([x, np.cos(theta), np.sin(theta), data.qvel[0], data.qvel[1]], np.float32)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="dmc-cartpole-tilted", help="a dmc-cartpole-* env")
+    p.add_argument("--preset", default="cpu-small")
+    p.add_argument("--set", nargs="+", default=[], dest="sets", metavar="KEY=VALUE")
+    p.add_argument("--episodes", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    if not args.env.startswith("dmc-cartpole"):
+        p.error("--env must be a dmc-cartpole-* env (the state read here is the cartpole's)")
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    cfg = resolve(args.preset, sets=args.sets)
+    env = envs.make(args.env)
+    steps = env.unwrapped.max_episode_steps
+    agent = SafeSACAgent(cfg.agent, 5, 1, env.unwrapped.action_repeat, steps)
+    capacity = (8 + args.episodes) * steps
+    z, next_z = np.zeros((capacity, 5), np.float32), np.zeros((capacity, 5), np.float32)
+    action, reward, cost = np.zeros((capacity, 1), np.float32), np.zeros(capacity, np.float32), \
+        np.zeros(capacity, np.float32)
+    size = 0
+
+    def episode(policy, seed: int, store: bool = True) -> tuple[float, float]:
+        nonlocal size
+        env.reset(seed=seed)
+        state, total_reward, total_cost = cartpole_state(env), 0.0, 0.0
+        for _ in range(steps):
+            a = policy(state)
+            _, r, _, _, info = env.step(a)
+            following = cartpole_state(env)
+            if store:
+                z[size], action[size], reward[size], cost[size], next_z[size] = state, a, r, info["cost"], following
+                size += 1
+            state, total_reward, total_cost = following, total_reward + r, total_cost + info["cost"]
+        return total_reward, total_cost
+
+    def act(deterministic: bool):
+        return lambda s: agent.act(torch.as_tensor(s)[None], deterministic)[0].numpy()
+
+    for k in range(8):
+        episode(lambda s: rng.uniform(-1, 1, 1).astype(np.float32), seed=k)
+    print(f"{args.env}: budget {agent.budget_per_episode:g} per episode; agent settings of preset {args.preset} "
+          f"{' '.join(args.sets)}")
+    for k in range(args.episodes):
+        ret, episode_cost = episode(act(False), seed=100 + k)
+        agent.update_lagrange(episode_cost)
+        for _ in range(steps):
+            i = rng.integers(0, size, cfg.agent.batch_size)
+            metrics = agent.update(*(torch.as_tensor(a[i]) for a in (z, action, reward, cost, next_z)),
+                                   torch.zeros(cfg.agent.batch_size))
+        if k % 4 == 3:
+            eval_return, eval_cost = episode(act(True), seed=999, store=False)
+            print(f"episode {k + 1:3d}: train {ret:6.0f} / {episode_cost:5.0f}  eval {eval_return:6.0f} / "
+                  f"{eval_cost:5.0f}  lambda {agent.lagrangian.value:.3f}  alpha {metrics['train/alpha']:.3f}  "
+                  f"entropy {metrics['train/entropy']:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
