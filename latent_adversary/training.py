@@ -91,12 +91,13 @@ class AdversarialTraining:
             z = self.model.latents(images, actions)  # (B, S+1, L), exactly the unattacked trainer
             metrics = {"adversary/epsilon": epsilon} if self.active else {}
             return AgentInputs(z[:, -2], z[:, -1], metrics=metrics)
-        c, start = self.cfg, time.perf_counter()
+        c = self.cfg
         with torch.no_grad():
             features = self.model.encode(images)  # (B, S+1, F)
             if c.kind == "latent":
                 post = self.model.filter_sequence(features, actions)
                 z_clean = _latents(post)
+                start = time.perf_counter()  # the attack's extra time starts after the clean latents
                 z_adv = z_clean.clone()
                 index = [-2, -1] if c.targets == "perturbed" else [-2]
                 rows = z_clean[:n, index].flatten(0, 1)  # (n * len(index), L)
@@ -108,6 +109,7 @@ class AdversarialTraining:
                 index = (-2, -1) if c.targets == "perturbed" else (-2,)
                 with _fork_rng(images.device):  # the clean and perturbed passes draw the same noise,
                     z_clean = _latents(self.model.filter_sequence(features, actions))
+                start = time.perf_counter()  # the attack's extra time starts after the clean latents
                 with _fork_rng(images.device):  # the one model.latents would draw without an adversary
                     images_adv = self._attack_images(images[:n], actions[:n], epsilon, index)
                 features = features.clone()
@@ -127,6 +129,7 @@ class AdversarialTraining:
         inputs = AgentInputs(z_tilde if c.train_on == "perturbed" else z, next_z, metrics=metrics)
         if c.smoothness_coef > 0:
             inputs.penalties = self._smoothness(z[:n], z_tilde[:n], actions[:n, -1])
+        # the extra time of this update's attack (and its bookkeeping) beyond the clean latents
         metrics["adversary/attack_ms"] = 1e3 * (time.perf_counter() - start)
         return inputs
 
