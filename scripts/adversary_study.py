@@ -2,16 +2,19 @@
 
     python scripts/adversary_study.py --runs none=RUN,RUN image=RUN,RUN latent=RUN,RUN \\
         [--attacks image-mc,image-mr,latent-mc,latent-mr] [--image-epsilons 0.01,0.02,0.04] \\
-        [--latent-epsilons 0.25,0.5,1] [--shift NAME ...] [--episodes 10] [--workers 2] --out DIR
+        [--latent-epsilons 0.25,0.5,1] [--shift NAME ...] [--episodes 10] [--workers 2] \\
+        [--include OLD/study.json] --out DIR
 
 Each run (a source run directory) is evaluated with the same evaluation seeds: clean (no attack)
 in its training env, under each attack at each ε (``slac.evaluation.evaluate``, as
 ``evaluate.py --attack A --epsilon E``), and zero-shot on the target env of each ``--shift``. ε = 0 of
 every attack is the clean evaluation (the attacks are the identity at ε = 0, tests/test_adversary.py).
 
-Writes ``DIR/study.json`` (every metrics dict), ``DIR/study.md`` (a table per kind: mean over
-seeds, with the per-seed values) and ``DIR/study.png`` (return and cost against ε per attack, one
-line per training kind, mean over seeds).
+``--include`` adds the runs of an earlier study made with the same settings (so runs that finish
+at different times can be evaluated as they finish). Writes ``DIR/study.json`` (every metrics
+dict), ``DIR/study.md`` (one table: return / cost per condition and kind, mean over seeds with the
+per-seed values) and ``DIR/study.png`` (return and cost against ε per attack, one line per
+training kind, mean over seeds).
 """
 
 from __future__ import annotations
@@ -67,6 +70,20 @@ def study(args) -> dict:
                   f"cost {entry['clean']['cost']['mean']:.1f} ({time.perf_counter() - start:.0f} s)", flush=True)
     return {"runs": runs, "attacks": attacks, "epsilons": epsilons, "shifts": args.shift, "targets": targets,
             "episodes": args.episodes, "seed": args.seed, "attack_steps": args.attack_steps, "results": results}
+
+
+SETTINGS = ("attacks", "epsilons", "targets", "episodes", "seed", "attack_steps")
+
+
+def include(report: dict, path: str) -> None:
+    """Add the runs of an earlier study (same settings) to ``report``, in place."""
+    earlier = json.loads(Path(path).read_text())
+    different = [k for k in SETTINGS if earlier.get(k) != report[k]]
+    if different:
+        raise InputError(f"--include {path}: made with other {', '.join(different)} than this study")
+    for kind, entries in earlier["results"].items():
+        report["results"].setdefault(kind, {}).update(entries)
+        report["runs"][kind] = list(report["results"][kind])
 
 
 def _mean(values: list[float]) -> str:
@@ -146,11 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (the same for every run)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--include", action="append", default=[], metavar="STUDY_JSON",
+                   help="add the runs of an earlier study made with the same settings")
     p.add_argument("--out", required=True, help="output directory")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
         report = study(args)
+        for path in args.include:
+            include(report, path)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -308,3 +308,15 @@ def test_adversary_study_script_tabulates_every_condition(run_dir, tmp_path, cap
     assert (tmp_path / "study.png").stat().st_size > 0
     assert adversary_study.main(["--runs", "none", "--out", str(tmp_path)]) == 2
     assert "--runs expects KIND=RUN" in capsys.readouterr().err
+    # a later study with the same settings takes the earlier one's runs in; other settings are refused
+    later = tmp_path / "later"
+    same = ["--attacks", "image-mc,latent-mr", "--image-epsilons", "0.02", "--latent-epsilons", "0.5",
+            "--shift", "toy-hazard-colour", "--episodes", "1"]
+    assert adversary_study.main(["--runs", f"latent={run_dir}", *same, "--include", str(tmp_path / "study.json"),
+                                 "--out", str(later)]) == 0
+    merged = json.loads((later / "study.json").read_text())
+    assert set(merged["results"]) == {"none", "image", "latent"}
+    assert merged["results"]["image"] == report["results"]["image"]
+    assert adversary_study.main(["--runs", f"latent={run_dir}", *same[:-1], "2", "--include",
+                                 str(tmp_path / "study.json"), "--out", str(later)]) == 2
+    assert "made with other episodes" in capsys.readouterr().err
