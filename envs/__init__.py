@@ -166,7 +166,10 @@ def make(name: str, seed: int | None = None, **overrides) -> gym.Env:
     if name not in ENVS:
         raise unknown("env", name, names())
     spec = ENVS[name]
-    env = FAMILIES[spec.family](spec.base, **{**spec.kwargs, **overrides})
+    try:
+        env = FAMILIES[spec.family](spec.base, **{**spec.kwargs, **overrides})
+    except InputError as e:  # the family names its base env; name the one that was asked for
+        raise InputError(str(e).replace(f"env {spec.base!r}", f"env {name!r}")) from None
     if seed is not None:
         env.reset(seed=seed)
     return env

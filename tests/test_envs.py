@@ -351,6 +351,8 @@ def test_toy_shift_changes_the_hazard_colour():
     (lambda: envs.make("sg-point-goal1", hazards_num=99), "'hazards_num' for env 'sg-point-goal1' must be in"),
     (lambda: envs.make("sg-point-goal1", hazards_rgba=(1, 0, 0)), "must be 4 numbers in [0, 1]"),
     (lambda: envs.make("dmc-walker-walk", image_size=8), "'image_size' for env 'dmc-walker-walk' must be in"),
+    (lambda: envs.make("dmc-cartpole-tilted", pole_visual_radius=0.5),
+     "'pole_visual_radius' for env 'dmc-cartpole-tilted' must be in (0, 0.3]"),
 ])
 def test_bad_input_is_one_clear_error(call, message):
     with pytest.raises(InputError) as err:
