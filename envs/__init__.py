@@ -59,28 +59,28 @@ class Shift:
     kind: str  # layout | shape | appearance | dynamics
 
 
-def _toy(base: str, **kwargs) -> gym.Env:
+def _toy(base: str, env_name: str, **kwargs) -> gym.Env:
     from envs.toy import ToyReachEnv
 
     return ToyReachEnv(**kwargs)
 
 
-def _dmc(base: str, **kwargs) -> gym.Env:
+def _dmc(base: str, env_name: str, **kwargs) -> gym.Env:
     from envs.rendering import check_backend
 
     check_backend()
     from envs.dmc import DMCSafetyEnv
 
-    return DMCSafetyEnv(base, **kwargs)
+    return DMCSafetyEnv(base, env_name=env_name, **kwargs)
 
 
-def _safety_gym(base: str, **kwargs) -> gym.Env:
+def _safety_gym(base: str, env_name: str, **kwargs) -> gym.Env:
     from envs.rendering import check_backend
 
     check_backend()
     from envs.safety_gym import SafetyGymPixelEnv
 
-    return SafetyGymPixelEnv(base, **kwargs)
+    return SafetyGymPixelEnv(base, env_name=env_name, **kwargs)
 
 
 FAMILIES: dict[str, Callable[..., gym.Env]] = {"toy": _toy, "dmc": _dmc, "safety-gym": _safety_gym}
@@ -166,10 +166,7 @@ def make(name: str, seed: int | None = None, **overrides) -> gym.Env:
     if name not in ENVS:
         raise unknown("env", name, names())
     spec = ENVS[name]
-    try:
-        env = FAMILIES[spec.family](spec.base, **{**spec.kwargs, **overrides})
-    except InputError as e:  # the family names its base env; name the one that was asked for
-        raise InputError(str(e).replace(f"env {spec.base!r}", f"env {name!r}")) from None
+    env = FAMILIES[spec.family](spec.base, name, **{**spec.kwargs, **overrides})
     if seed is not None:
         env.reset(seed=seed)
     return env

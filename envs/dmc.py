@@ -207,10 +207,10 @@ DOMAINS = {
 class DMCSafetyEnv(PixelEnv):
     """A dm-control task with a cost, observed as (3, H, W) uint8 images."""
 
-    def __init__(self, name: str, **overrides):
+    def __init__(self, name: str, env_name: str | None = None, **overrides):
         params_cls, build, task_name = DOMAINS[name]
         self.name = name
-        self.params = fill(params_cls, overrides, name)
+        self.params = fill(params_cls, overrides, env_name or name)  # errors name the env asked for
         self._env, self._step, self._sync, default_repeat, camera = build(task_name, self.params)
         self.physics = self._env.physics
         action_repeat = self.params.action_repeat or default_repeat

@@ -111,10 +111,10 @@ def _make_builder(robot: str, task: str, p: SafetyGymParams):
 class SafetyGymPixelEnv(PixelEnv):
     """A Safety-Gymnasium task observed as (3, H, W) uint8 images from the robot's camera."""
 
-    def __init__(self, name: str, **overrides):
+    def __init__(self, name: str, env_name: str | None = None, **overrides):
         robot, task = name.split("-")[1:3]
         self.name = name
-        self.params = fill(SafetyGymParams, overrides, name)
+        self.params = fill(SafetyGymParams, overrides, env_name or name)  # errors name the env asked for
         self._builder = _make_builder(robot.capitalize(), task.capitalize(), self.params)
         space = self._builder.action_space
         super().__init__(self.params.image_size, self.params.action_repeat,
