@@ -32,7 +32,10 @@ from envs.errors import InputError
 from slac import evaluation
 from slac.checkpoint import atomic_write
 
-IMAGE_ATTACKS = ("image-mc", "image-mr", "image-mad")
+
+def attack_space(attack: str) -> str:
+    """'latent' for the latent-* attacks; 'image' for the others (random noise is in pixel units too)."""
+    return "latent" if attack.startswith("latent-") else "image"
 
 
 def parse_runs(items: list[str]) -> dict[str, list[str]]:
@@ -59,7 +62,7 @@ def study(args) -> dict:
             evaluator = evaluation.Evaluator(path, None, "cpu")
             entry = {"clean": evaluation.evaluate(evaluator, **common), "attacks": {}}
             for attack in attacks:
-                space = "image" if attack in IMAGE_ATTACKS else "latent"
+                space = attack_space(attack)
                 entry["attacks"][attack] = [
                     evaluation.evaluate(evaluator, attack=evaluation.AttackSpec(attack, eps, args.attack_steps),
                                         **common) for eps in epsilons[space]]
@@ -110,7 +113,7 @@ def markdown(report: dict) -> str:
 
     row("clean", lambda e: e["clean"])
     for attack in report["attacks"]:
-        space = "image" if attack in IMAGE_ATTACKS else "latent"
+        space = attack_space(attack)
         for i, eps in enumerate(report["epsilons"][space]):
             row(f"{attack} ε={eps:g}", lambda e, a=attack, i=i: e["attacks"][a][i])
     for target in report["targets"]:
@@ -129,7 +132,7 @@ def plot(report: dict, path: Path) -> None:
     attacks = report["attacks"]
     fig, axes = plt.subplots(2, len(attacks), figsize=(3.6 * len(attacks), 6), squeeze=False)
     for col, attack in enumerate(attacks):
-        space = "image" if attack in IMAGE_ATTACKS else "latent"
+        space = attack_space(attack)
         eps = [0.0, *report["epsilons"][space]]
         for kind, entries in report["results"].items():
             for row, key in enumerate(("return", "cost")):
