@@ -278,8 +278,9 @@ class Trainer:
         returns = np.array([r.episode_return for r in results])
         costs = np.array([r.episode_cost for r in results])
         budget = self.agent.budget_per_episode
-        return {"eval/return": returns.mean(), "eval/return_std": returns.std(), "eval/cost": costs.mean(),
-                "eval/cost_std": costs.std(), "eval/violation_rate": float((costs > budget).mean()),
+        ddof = 1 if len(results) > 1 else 0  # sample std, as evaluate.py reports
+        return {"eval/return": returns.mean(), "eval/return_std": returns.std(ddof=ddof), "eval/cost": costs.mean(),
+                "eval/cost_std": costs.std(ddof=ddof), "eval/violation_rate": float((costs > budget).mean()),
                 "eval/budget": budget}
 
     # ------------------------------------------------------------------- loop
