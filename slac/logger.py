@@ -65,6 +65,22 @@ def _finite_or_str(v: float):
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """Read a metrics.jsonl file back (for plots and tests)."""
+    """Read a metrics.jsonl file back (for plots and tests), without the records a resumed run replaced.
+
+    A run killed without its final checkpoint resumes from its last periodic one, at an earlier step
+    than its last record, and appends records for those steps again. A record whose step is lower
+    than the one before it therefore marks such a rewind: the earlier records at that step or later
+    belonged to the lost continuation and are dropped. (In every preset a checkpoint falls on a log
+    step and no evaluation falls within one log interval after it, so the first record after a
+    resume comes before any record the lost continuation wrote.)
+    """
+    records: list[dict] = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if records and record["step"] < records[-1]["step"]:
+                records = [r for r in records if r["step"] < record["step"]]
+            records.append(record)
+    return records

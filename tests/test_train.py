@@ -189,3 +189,13 @@ def test_set_takes_several_overrides_and_repeats():
     request, _ = parse_args(["--env", SOURCE_ENV, "--set", "agent.tau=0.01", "model.lr=3e-4",
                              "--set", "train.steps=5", "--out", "x"])
     assert request.sets == ["agent.tau=0.01", "model.lr=3e-4", "train.steps=5"]
+
+
+def test_read_metrics_drops_the_records_a_resume_replaced(tmp_path):
+    # a run logged steps 0..300, was killed, and resumed from its checkpoint at step 200
+    lines = [{"step": 0, "a": 0}, {"step": 100, "a": 1}, {"step": 200, "a": 2}, {"step": 200, "eval": 5},
+             {"step": 300, "a": 3}, {"step": 250, "a": 4}, {"step": 300, "a": 5}, {"step": 400, "a": 6}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    kept = read_metrics(path)
+    assert kept == lines[:4] + lines[5:]
