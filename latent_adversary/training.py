@@ -13,9 +13,14 @@ attack's doing alone and ε = 0 gives back the clean latents bit for bit.
 Targets: with ``targets: clean`` the critics bootstrap from the clean next latent z_S (the agent
 is fooled about where it is, not about where it goes next); with ``targets: perturbed`` z_S is
 attacked too (jointly with z_{S-1} for image attacks) and the targets use z̃_S.
-``train_on: perturbed`` is adversarial training (the losses see z̃); ``train_on: clean`` keeps the
-losses on clean latents and uses z̃ only in the smoothness regulariser (SA-MDP style, Zhang et
-al., 2020). The regulariser (``smoothness_coef`` > 0), on the perturbed rows:
+``train_on`` picks what the losses see:
+  - ``perturbed``: every loss sees z̃ (the critics learn values of perturbed states as if true);
+  - ``actor``: the critics learn on the clean z, and the actor picks its action from z̃ while the
+    critics value it at z: it minimises α log π(ã|z̃) − Q(z, ã) + λ Qc(z, ã), ã ~ π(·|z̃), the
+    quantity an MC/MR attack with ``critic_input: clean`` pushes the other way (the min-max of
+    adversarial training against observation attacks, Liu et al., 2022);
+  - ``clean``: the losses see z only, and z̃ enters the smoothness regulariser (SA-MDP style, Zhang
+    et al., 2020). The regulariser (``smoothness_coef`` > 0), on the perturbed rows:
     actor:       coef · KL(π(· | z) || π(· | z̃))
     cost critic: coef · (Qc(z, a) − Qc(z̃, a))²
 ``model_images`` gives the world model perturbed images for its ELBO when ``perturb_model``
@@ -43,6 +48,7 @@ class AgentInputs:
 
     z: torch.Tensor
     next_z: torch.Tensor
+    actor_z: torch.Tensor | None = None  # what the actor acts on, if not z
     penalties: dict = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -126,7 +132,8 @@ class AdversarialTraining:
             values = torch.stack(list(scalars.values())).tolist()  # one device sync
         metrics = {"adversary/epsilon": epsilon, **dict(zip(scalars, values, strict=True))}
         next_z = z_adv[:, -1] if c.targets == "perturbed" else z_clean[:, -1]
-        inputs = AgentInputs(z_tilde if c.train_on == "perturbed" else z, next_z, metrics=metrics)
+        inputs = AgentInputs(z_tilde if c.train_on == "perturbed" else z, next_z, metrics=metrics,
+                             actor_z=z_tilde if c.train_on == "actor" else None)
         if c.smoothness_coef > 0:
             inputs.penalties = self._smoothness(z[:n], z_tilde[:n], actions[:n, -1])
         # the extra time of this update's attack (and its bookkeeping) beyond the clean latents

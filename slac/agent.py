@@ -154,11 +154,14 @@ class SafeSACAgent(nn.Module):
         return norm
 
     def update(self, z, action, reward, cost, next_z, terminated,
-               penalties: dict | None = None) -> dict[str, float]:
+               penalties: dict | None = None, actor_z: torch.Tensor | None = None) -> dict[str, float]:
         """One SAC-Lagrangian step on a batch of latent transitions, each (B, ...).
 
-        ``penalties`` maps 'actor' and/or 'cost_critic' to a function returning a scalar loss term
-        added to that network's loss (latent_adversary's smoothness regulariser).
+        ``actor_z`` (default ``z``) is what the actor sees when it picks the action that the critics
+        then value at ``z`` (latent_adversary's ``train_on: actor``: the policy acts on a perturbed
+        state and is judged in the true one). ``penalties`` maps 'actor' and/or 'cost_critic' to a
+        function returning a scalar loss term added to that network's loss (latent_adversary's
+        smoothness regulariser).
         """
         clip = self.cfg.grad_clip_norm
         penalties = penalties or {}
@@ -183,7 +186,7 @@ class SafeSACAgent(nn.Module):
         # actor: critics are held fixed (their parameters get no gradient from this loss)
         self.critic.requires_grad_(False)
         self.cost_critic.requires_grad_(False)
-        new_action, log_prob = self.actor.sample(z)
+        new_action, log_prob = self.actor.sample(z if actor_z is None else actor_z)
         q_new = torch.min(*self.critic(z, new_action))
         qc_new = self.cost_critic(z, new_action)
         lam = self.lagrangian.lam  # λ ≥ 0, a buffer: no gradient reaches it from here

@@ -110,7 +110,9 @@ class AdversaryConfig:
     latent_norm: str = "std"
     # critic targets from clean or perturbed next latents
     targets: str = "clean"
-    # what the actor/critic losses see on the perturbed share: perturbed (adversarial training) or clean
+    # what the losses see on the perturbed share: perturbed (actor and critics), actor (the actor acts on
+    # z~ and the critics, trained on clean z, value its action at z: Liu et al.'s adversarial training),
+    # or clean (z~ only in the smoothness regulariser)
     train_on: str = "perturbed"
     # attack objectives evaluate the critic at the clean z (Liu et al.: Q(z, pi(z~))) or the perturbed one
     critic_input: str = "clean"
@@ -315,7 +317,7 @@ _CHOICES = {
     "adversary.latent_part": ("z1", "z2", "both"),
     "adversary.latent_norm": ("std", "linf", "l2"),
     "adversary.targets": ("clean", "perturbed"),
-    "adversary.train_on": ("perturbed", "clean"),
+    "adversary.train_on": ("perturbed", "actor", "clean"),
     "adversary.critic_input": ("clean", "perturbed"),
 }
 
@@ -351,6 +353,9 @@ def validate(cfg: Config) -> None:
     if cfg.adversary.train_on == "clean" and cfg.adversary.kind != "none" and cfg.adversary.smoothness_coef == 0:
         raise InputError("config key 'adversary.train_on' is 'clean': the perturbed latents are then used only "
                          "by the smoothness regulariser; set adversary.smoothness_coef > 0")
+    if cfg.adversary.train_on == "actor" and cfg.adversary.targets != "clean":
+        raise InputError("config key 'adversary.train_on' is 'actor': the critics learn the values of clean "
+                         "latents, so adversary.targets must be 'clean'")
     if cfg.train.buffer_size < cfg.model.sequence_length + 1:
         raise InputError("config key 'train.buffer_size' must hold at least one sequence "
                          f"({cfg.model.sequence_length + 1} frames)")

@@ -244,7 +244,7 @@ class Trainer:
         # latent (B, latent_dim), no grad; latent_adversary/ perturbs a share of them (source phase)
         x = self.adversary.agent_inputs(b["images"], b["action"], self.counters["step"])
         metrics = self.agent.update(x.z, b["action"][:, -1], b["reward"][:, -1], b["cost"][:, -1],
-                                    x.next_z, b["terminated"][:, -1], penalties=x.penalties)
+                                    x.next_z, b["terminated"][:, -1], penalties=x.penalties, actor_z=x.actor_z)
         self.counters["updates"] += 1
         return {**metrics, **x.metrics}
 

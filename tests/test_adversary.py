@@ -236,6 +236,7 @@ def test_online_attack_with_epsilon_zero_changes_nothing(learner):
 @pytest.mark.parametrize("overlay, extra", [
     ("adv-image.yaml", ["adversary.perturb_model=true", "adversary.smoothness_coef=0.1"]),
     ("adv-latent.yaml", ["adversary.targets=perturbed"]),
+    ("adv-latent.yaml", ["adversary.train_on=actor"]),
 ])
 def test_adversarial_source_training_then_target_fine_tuning(tmp_path, overlay, extra):
     shift = next(name for name, s in envs.SHIFTS.items() if s.source == ENV)  # toy-reach → shifted toy-reach
@@ -260,6 +261,23 @@ def test_adversarial_source_training_then_target_fine_tuning(tmp_path, overlay, 
     target = checkpoint.load(out)
     assert target["counters"]["updates"] > 0
     assert any(not torch.equal(v, state["agent"][k]) for k, v in target["agent"].items())
+
+
+def test_train_on_actor_gives_the_actor_perturbed_and_the_critics_clean_latents(learner):
+    model, agent, (images, actions) = learner
+    cfg = AdversaryConfig(kind="latent", epsilon=1.0, steps=2, objective="mc", train_on="actor")
+    torch.manual_seed(2)
+    x = AdversarialTraining(cfg, model, agent).agent_inputs(images, actions, step=0)
+    torch.manual_seed(2)
+    z = model.latents(images, actions)
+    n = round(cfg.fraction * images.shape[0])
+    assert torch.equal(x.z, z[:, -2]) and torch.equal(x.next_z, z[:, -1])
+    assert not torch.equal(x.actor_z[:n], z[:n, -2]) and torch.equal(x.actor_z[n:], z[n:, -2])
+
+
+def test_train_on_actor_needs_clean_targets():
+    with pytest.raises(InputError, match="targets must be 'clean'"):
+        resolve("smoke", sets=["adversary.kind=latent", "adversary.train_on=actor", "adversary.targets=perturbed"])
 
 
 def test_train_on_clean_learns_from_clean_latents_with_the_regulariser_only(learner):

@@ -175,6 +175,31 @@ def test_actor_loss_includes_the_lagrangian_cost_term():
     assert metrics["train/lambda"] == 2.5
 
 
+def test_actor_acting_on_other_latents_is_valued_at_the_clean_ones():
+    """actor_z: the action comes from π(·|actor_z), the critics value it at z (and learn on z)."""
+    batch = transitions()
+    actor_z = batch[0] + 0.5 * torch.randn(batch[0].shape, generator=torch.Generator().manual_seed(9))
+    agent, plain = tiny_agent(), tiny_agent()
+    agent.lagrangian.lam.fill_(1.5)
+    plain.lagrangian.lam.fill_(1.5)
+    torch.manual_seed(6)
+    metrics = agent.update(*batch, actor_z=actor_z)
+    torch.manual_seed(6)
+    plain.update(*batch)
+    for name in ("critic", "cost_critic"):  # the critics' own steps do not depend on actor_z
+        for p, q in zip(getattr(agent, name).parameters(), getattr(plain, name).parameters(), strict=True):
+            assert torch.equal(p, q)
+    assert any(not torch.equal(p, q) for p, q in zip(agent.actor.parameters(), plain.actor.parameters(), strict=True))
+    replay = tiny_agent()
+    torch.manual_seed(6)
+    replay.critic_targets(*batch[2:4], batch[4], batch[5])  # consumes the a' draws
+    action, log_pi = replay.actor.sample(actor_z)
+    alpha = math.exp(replay.log_alpha.item())
+    expected = (alpha * log_pi - torch.min(*agent.critic(batch[0], action))
+                + 1.5 * agent.cost_critic(batch[0], action)).mean()
+    assert metrics["loss/actor"] == pytest.approx(expected.item(), rel=1e-4)
+
+
 @pytest.mark.parametrize("init_alpha", [0.1, 1e-3])
 def test_alpha_steps_towards_the_target_entropy(init_alpha):
     agent = tiny_agent(init_alpha=init_alpha)
