@@ -320,3 +320,16 @@ def test_adversary_study_script_tabulates_every_condition(run_dir, tmp_path, cap
     assert adversary_study.main(["--runs", f"latent={run_dir}", *same[:-1], "2", "--include",
                                  str(tmp_path / "study.json"), "--out", str(later)]) == 2
     assert "made with other episodes" in capsys.readouterr().err
+
+
+def test_cartpole_behaviour_summary_by_hand():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from cartpole_behaviour import summarise
+
+    # falls (0.5 rad), passes upright twice while turning (2π ± 0.1), then stays up from step 4 on
+    angles = [0.1, 0.5, 2 * math.pi - 0.1, 3.0, 4 * math.pi + 0.05, 4 * math.pi - 0.15, 4 * math.pi]
+    s = summarise(angles, [0.0, -0.3, 0.1, 0.2, 0.0, 0.05, 0.1])
+    assert s["upright"] == pytest.approx(5 / 7)
+    assert s["balanced_from"] == 4 and s["turns"] == pytest.approx(2.0) and s["max_x"] == pytest.approx(0.3)
+    assert summarise([0.3, 0.0, 0.3], [0.0] * 3)["balanced_from"] is None  # down at the end
+    assert summarise([0.0, 0.1], [0.0] * 2)["balanced_from"] == 0  # never down
