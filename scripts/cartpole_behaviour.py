@@ -6,8 +6,9 @@
 Return and cost say how well a policy scores; these say how it scores. Per checkpoint, over the
 same deterministic evaluation episodes as ``evaluate.py`` (same seeds):
 - upright share: the share of agent steps that end with the pole within 0.2 rad of upright;
-- balanced from: the first agent step after which the pole stays within 0.2 rad to the episode's
-  end (``-`` when it does not), i.e. whether the policy holds the pole up rather than passing it;
+- held at end: how many agent steps the episode ends with the pole within 0.2 rad without a break
+  (a balancing policy holds it for most of the 125 steps; a swinging or spinning pole passes
+  upright for a step or two), i.e. whether the policy holds the pole up rather than passing it;
 - turns: full pole rotations in the episode (|final angle| / 2π; a pole that swings does not turn);
 - max |x|: how far the cart went (the tilted cartpole's cost zone starts at 0.25).
 """
@@ -47,8 +48,8 @@ def summarise(angles, positions) -> dict:
     angles = np.asarray(angles, dtype=np.float64)
     up = np.abs(np.angle(np.exp(1j * angles))) <= UPRIGHT  # the angle wrapped to (-π, π]
     falls = np.flatnonzero(~up)
-    balanced_from = 0 if falls.size == 0 else (int(falls[-1]) + 1 if falls[-1] + 1 < len(up) else None)
-    return {"upright": float(up.mean()), "balanced_from": balanced_from, "turns": abs(angles[-1]) / (2 * math.pi),
+    held = len(up) if falls.size == 0 else len(up) - 1 - int(falls[-1])
+    return {"upright": float(up.mean()), "held_at_end": held, "turns": abs(angles[-1]) / (2 * math.pi),
             "max_x": float(np.max(np.abs(positions)))}
 
 
@@ -60,7 +61,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="evaluation seed, as evaluate.py's")
     args = p.parse_args()
     torch.set_num_threads(1)
-    print(f"{'checkpoint':56s} {'return':>7s} {'cost':>6s} {'upright':>8s} {'balanced from':>14s} "
+    print(f"{'checkpoint':56s} {'return':>7s} {'cost':>6s} {'upright':>8s} {'held at end':>12s} "
           f"{'turns':>6s} {'max |x|':>8s}")
     for path in args.checkpoints:
         evaluator = Evaluator(path, env=args.env, device="cpu")
@@ -68,9 +69,8 @@ def main() -> None:
             raise SystemExit(f"{path}: env {evaluator.env_name!r} is not a cartpole")
         for k in range(args.episodes):
             b = behaviour(evaluator, k, args.seed)
-            since = "-" if b["balanced_from"] is None else str(b["balanced_from"])
-            print(f"{str(path)[-56:]:56s} {b['return']:7.1f} {b['cost']:6.1f} {b['upright']:8.2f} {since:>14s} "
-                  f"{b['turns']:6.1f} {b['max_x']:8.2f}")
+            print(f"{str(path)[-56:]:56s} {b['return']:7.1f} {b['cost']:6.1f} {b['upright']:8.2f} "
+                  f"{b['held_at_end']:12d} {b['turns']:6.1f} {b['max_x']:8.2f}")
 
 
 if __name__ == "__main__":

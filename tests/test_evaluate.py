@@ -330,6 +330,6 @@ def test_cartpole_behaviour_summary_by_hand():
     angles = [0.1, 0.5, 2 * math.pi - 0.1, 3.0, 4 * math.pi + 0.05, 4 * math.pi - 0.15, 4 * math.pi]
     s = summarise(angles, [0.0, -0.3, 0.1, 0.2, 0.0, 0.05, 0.1])
     assert s["upright"] == pytest.approx(5 / 7)
-    assert s["balanced_from"] == 4 and s["turns"] == pytest.approx(2.0) and s["max_x"] == pytest.approx(0.3)
-    assert summarise([0.3, 0.0, 0.3], [0.0] * 3)["balanced_from"] is None  # down at the end
-    assert summarise([0.0, 0.1], [0.0] * 2)["balanced_from"] == 0  # never down
+    assert s["held_at_end"] == 3 and s["turns"] == pytest.approx(2.0) and s["max_x"] == pytest.approx(0.3)
+    assert summarise([0.3, 0.0, 0.3], [0.0] * 3)["held_at_end"] == 0  # down at the end
+    assert summarise([0.0, 0.1], [0.0] * 2)["held_at_end"] == 2  # never down
