@@ -258,17 +258,27 @@ class Trainer:
     def _can_update(self) -> bool:
         return self.buffer.size > self.cfg.model.sequence_length and self.buffer.num_valid_starts() > 0
 
-    def pretrain_model(self) -> None:
-        """Model-only updates after the initial collection (Safe SLAC's initial_learning_steps)."""
+    def pretrain_model(self) -> bool:
+        """Model-only updates after the initial collection (Safe SLAC's initial_learning_steps).
+
+        A stop signal cuts it short (False is returned; the run saves and exits): Safe SLAC's 30,000
+        updates take hours on a CPU. No other model update precedes pre-training, so
+        ``model_updates`` counts the ones done, and a resumed run does the rest.
+        """
         n = self.cfg.train.initial_learning_steps
-        if n and self._can_update():
-            for _ in tqdm(range(n), desc="model pre-training", disable=not self.progress, leave=False,
-                          dynamic_ncols=True):
+        done = self.counters["model_updates"]
+        if n > done and self._can_update():
+            for _ in tqdm(range(done, n), initial=done, total=n, desc="model pre-training", disable=not self.progress,
+                          leave=False, dynamic_ncols=True):
+                if self._stop_signal is not None:
+                    self.logger.write(self.counters["step"])
+                    return False
                 metrics = self.update_model()
                 self._check_finite(metrics)
                 self.logger.accumulate(metrics)
             self.logger.write(self.counters["step"])
         self.counters["pretrained"] = True
+        return True
 
     # ------------------------------------------------------------- evaluation
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
@@ -356,8 +366,8 @@ class Trainer:
                 policy.observe(action, obs)
 
             if c["step"] >= cfg.initial_collection_steps:
-                if not c["pretrained"]:
-                    self.pretrain_model()
+                if not c["pretrained"] and not self.pretrain_model():
+                    continue  # stopped by a signal: save at the top of the loop
                 if c["step"] % cfg.update_every == 0 and self._can_update():
                     self._update_credit += cfg.update_every * cfg.updates_per_step
                     while self._update_credit >= 1:

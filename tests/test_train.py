@@ -101,6 +101,41 @@ def test_interrupted_run_resumes_with_its_counters_and_weights(tmp_path):
     assert steps == sorted(steps), "metrics went back in time after resuming"
 
 
+def test_stop_during_model_pretraining_saves_and_resume_finishes_it(tmp_path):
+    out = tmp_path / "run"
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=4, out=str(out)),
+                           progress=False)
+    n = trainer.cfg.train.initial_learning_steps
+    update_model = trainer.update_model
+
+    def update_then_interrupt():  # a SIGTERM arriving during the 4th pre-training update
+        if trainer.counters["model_updates"] == 3:
+            trainer._on_signal(signal.SIGTERM, None)
+        return update_model()
+
+    trainer.update_model = update_then_interrupt
+    trainer.run()
+    saved = checkpoint.load(out)["counters"]
+    assert saved["step"] == trainer.cfg.train.initial_collection_steps
+    assert not saved["pretrained"] and saved["model_updates"] == 4 and saved["updates"] == 0
+    assert n > 4, "the smoke preset must pre-train long enough for this test"
+
+    resumed = make_trainer(RunRequest(resume=str(out)), progress=False)
+    agent_update = resumed.update_agent
+    model_updates_at_first_agent_update = []
+
+    def record_then_update():
+        if not model_updates_at_first_agent_update:
+            model_updates_at_first_agent_update.append(resumed.counters["model_updates"])
+        return agent_update()
+
+    resumed.update_agent = record_then_update
+    resumed.run()
+    # the first agent update's model update (done just before it) comes after exactly n pre-training ones
+    assert model_updates_at_first_agent_update == [n + 1]
+    assert checkpoint.load(out)["counters"]["pretrained"]
+
+
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "train.py", "--env", SOURCE_ENV, "--preset", "smoke",
