@@ -21,8 +21,7 @@ import math
 import numpy as np
 import torch
 
-from slac.evaluation import Evaluator, episode_seed
-from slac.rollout import run_episode
+from slac.evaluation import Evaluator
 
 UPRIGHT = 0.2  # rad
 
@@ -35,10 +34,7 @@ def behaviour(evaluator: Evaluator, index: int, seed: int) -> dict:
         angles.append(float(data.qpos[1]))
         positions.append(float(data.qpos[0]))
 
-    s = episode_seed(seed, index, stream=1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(s)
-        episode = run_episode(evaluator.env, evaluator.policy(), s, record)
+    episode = evaluator.run(index, seed, on_step=record)  # evaluate.py's episode ``index``, same seeds
     return {"return": episode.episode_return, "cost": episode.episode_cost, **summarise(angles, positions)}
 
 

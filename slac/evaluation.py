@@ -20,6 +20,7 @@ import math
 import multiprocessing as mp
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,11 +107,15 @@ class Evaluator:
         return LatentPolicy(self.model, self.agent, self.device, deterministic=deterministic, attack=online)
 
     def run(self, index: int, seed: int, deterministic: bool = True, attack: AttackSpec | None = None,
-            video: Mp4Writer | list | None = None, overview_size: int = 256) -> EpisodeResult:
-        """Episode ``index`` of the evaluation with run seed ``seed``; frames go to ``video`` if given."""
+            video: Mp4Writer | list | None = None, overview_size: int = 256,
+            on_step: Callable[[dict], None] | None = None) -> EpisodeResult:
+        """Episode ``index`` of the evaluation with run seed ``seed``; frames go to ``video`` if given,
+        or every step's data to ``on_step`` (``slac.rollout.run_episode``) if given."""
+        if video is not None and on_step is not None:
+            raise ValueError("Evaluator.run takes video or on_step, not both")
         s = episode_seed(seed, index, stream=1)
         policy = self.policy(deterministic, attack)
-        env, on_step = self.env, None
+        env = self.env
         if video is not None:
             env = OverviewTracker(self.env, overview_size)
             on_step = EpisodeRecorder(self.model, policy, env, video.append)
