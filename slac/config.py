@@ -70,12 +70,16 @@ class AgentConfig:
     target_entropy: float | None = None
     # episode cost budget per 1000 simulator steps (Safety Gym convention: 25)
     budget: float = 25.0
-    # how lambda is updated: 'gradient' (plain dual ascent) or 'pid' (Stooke et al., 2020)
+    # how lambda is updated once per episode (slac/lagrangian.py): 'gradient' (plain dual ascent),
+    # 'pid' (Stooke et al., 2020) or 'log' (a step on log lambda, close to Safe SLAC's update)
     lagrangian: str = "gradient"
     # initial Lagrange multiplier (Safe SLAC: 0.02)
     init_lagrange: float = 0.02
     # learning rate of lambda in the gradient update
     lagrange_lr: float = 2e-4
+    # 'log' rule: step on log lambda per episode (lambda changes by at most e^step) and lambda's floor
+    lagrange_log_lr: float = 0.1
+    lagrange_min: float = 1e-3
     # PID Lagrangian gains (used when lagrangian == 'pid')
     pid_kp: float = 0.05
     pid_ki: float = 0.005
@@ -310,7 +314,7 @@ def resolve(preset: str | None = None, files: list[str | Path] = (), sets: list[
 
 _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
-    "agent.lagrangian": ("gradient", "pid"),
+    "agent.lagrangian": ("gradient", "pid", "log"),
     "adversary.kind": ("none", "random", "image", "latent"),
     "adversary.objective": ("mc", "mr", "mad"),
     "adversary.schedule": ("constant", "linear"),
@@ -330,14 +334,14 @@ def validate(cfg: Config) -> None:
             raise InputError(f"config key {key!r} is {flat[key]!r}; valid: {', '.join(choices)}")
     positive = ["model.feature_dim", "model.z1_dim", "model.z2_dim", "model.image_noise",
                 "model.sequence_length", "model.batch_size", "model.lr", "agent.batch_size",
-                "agent.lr", "train.steps", "train.buffer_size", "train.update_every",
+                "agent.lr", "agent.lagrange_min", "train.steps", "train.buffer_size", "train.update_every",
                 "train.eval_episodes", "train.log_interval", "train.checkpoint_interval",
                 "train.eval_interval"]
     for key in positive:
         if not flat[key] > 0:
             raise InputError(f"config key {key!r} must be > 0, got {flat[key]!r}")
     nonneg = ["train.initial_collection_steps", "train.initial_learning_steps", "train.updates_per_step",
-              "agent.budget", "agent.init_lagrange", "agent.init_alpha", "adversary.epsilon",
+              "agent.budget", "agent.init_lagrange", "agent.lagrange_log_lr", "agent.init_alpha", "adversary.epsilon",
               "adversary.smoothness_coef", "train.image_log_interval", "train.threads"]
     for key in nonneg:
         if not flat[key] >= 0:

@@ -268,6 +268,37 @@ def test_pid_lambda_update_by_hand():
     assert lagrangian.value == 0.0
 
 
+def test_log_lambda_update_by_hand():
+    """λ ← max(λ_min, λ exp(η clip((C - d) / d, -1, 1))): geometric steps of at most e^η either way."""
+    cfg = AgentConfig(lagrangian="log", init_lagrange=0.5, lagrange_log_lr=0.1, lagrange_min=0.01)
+    lagrangian = Lagrangian(cfg, budget=25.0)
+    lagrangian.update(30.0)  # relative error 0.2
+    assert lagrangian.value == pytest.approx(0.5 * math.exp(0.02))
+    lagrangian.update(900.0)  # relative error 35, clipped to 1
+    assert lagrangian.value == pytest.approx(0.5 * math.exp(0.12))
+    lagrangian.update(25.0)  # at the budget: no change
+    assert lagrangian.value == pytest.approx(0.5 * math.exp(0.12))
+    lagrangian.update(0.0)  # relative error -1
+    assert lagrangian.value == pytest.approx(0.5 * math.exp(0.02))
+    for _ in range(100):
+        lagrangian.update(0.0)
+    assert lagrangian.value == pytest.approx(0.01)  # held at the floor, so it can rise again
+    lagrangian.update(50.0)
+    assert lagrangian.value == pytest.approx(0.01 * math.exp(0.1))
+
+
+def test_log_lambda_falls_as_fast_as_it_rose():
+    """The point of the log rule: k unsafe episodes then k safe ones bring λ back where it started,
+    where the gradient rule (rising by lr (C - d), falling by lr d) stays far above."""
+    log_rule = Lagrangian(AgentConfig(lagrangian="log", init_lagrange=0.02), budget=25.0)
+    gradient_rule = Lagrangian(AgentConfig(lagrangian="gradient", init_lagrange=0.02, lagrange_lr=2e-5), budget=25.0)
+    for cost in [525.0] * 30 + [0.0] * 30:
+        log_rule.update(cost)
+        gradient_rule.update(cost)
+    assert log_rule.value == pytest.approx(0.02)
+    assert gradient_rule.value == pytest.approx(0.02 + 30 * 2e-5 * 500 - 30 * 2e-5 * 25)
+
+
 def test_pid_state_round_trips():
     cfg = AgentConfig(lagrangian="pid", init_lagrange=0.0, pid_kp=0.1, pid_ki=0.01, pid_kd=0.2)
     a, b = Lagrangian(cfg, budget=10.0), Lagrangian(cfg, budget=10.0)
@@ -277,7 +308,7 @@ def test_pid_state_round_trips():
 
 
 def test_unknown_lagrangian_kind_is_an_input_error():
-    with pytest.raises(InputError, match="gradient, pid"):
+    with pytest.raises(InputError, match="gradient, pid, log"):
         Lagrangian(AgentConfig(lagrangian="adam"), budget=1.0)
 
 

@@ -333,3 +333,24 @@ def test_cartpole_behaviour_summary_by_hand():
     assert s["held_at_end"] == 3 and s["turns"] == pytest.approx(2.0) and s["max_x"] == pytest.approx(0.3)
     assert summarise([0.3, 0.0, 0.3], [0.0] * 3)["held_at_end"] == 0  # down at the end
     assert summarise([0.0, 0.1], [0.0] * 2)["held_at_end"] == 2  # never down
+
+
+def test_latent_probe_r2_against_independent_fits():
+    """The probe's ridge R² on made-up data: a target linear in the features scores ~1, one
+    independent of them scores ≤ ~0, and a tiny penalty gives numpy least squares' R²."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from latent_probe import ridge_r2
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6))
+    weights = rng.normal(size=(6,))
+    noisy = x @ weights + 0.5 * rng.normal(size=400)
+    y = np.stack([x @ weights + 3.0, rng.normal(size=400), noisy], axis=1)
+    r2 = ridge_r2((x[:200], y[:200]), (x[200:], y[200:]), ridge=1e-9)
+    assert r2[0] == pytest.approx(1.0, abs=1e-6)
+    assert r2[1] < 0.05
+    design = np.hstack([x[:200], np.ones((200, 1))])
+    coef, *_ = np.linalg.lstsq(design, noisy[:200], rcond=None)
+    predicted = np.hstack([x[200:], np.ones((200, 1))]) @ coef
+    expected = 1 - np.sum((noisy[200:] - predicted) ** 2) / np.sum((noisy[200:] - noisy[200:].mean()) ** 2)
+    assert r2[2] == pytest.approx(expected, abs=1e-6)
