@@ -119,6 +119,9 @@ class Camera:
 
     def close(self) -> None:
         if self._context is not None:
+            # its textures and framebuffers are freed in the current GL context: if another camera's
+            # were current, that camera would lose its own (same ids) and render garbage from then on
+            self._gl.make_current()
             self._context.free()
             self._context = None
         if self._gl is not None:

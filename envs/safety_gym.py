@@ -13,7 +13,6 @@ action repeat of 2 (Safe SLAC's).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from envs.params import check_rgba, fill, require
 from envs.pixel_env import PixelEnv
 from envs.safety_gym_compat import import_safety_gymnasium
+from envs.safety_gym_speedups import fast_task_class, speed_up_obstacles
 
 SIM_STEPS_PER_EPISODE = 1000
 ROBOTS = ("Point", "Car")
@@ -54,35 +54,21 @@ class SafetyGymParams:
         check_rgba("hazards_rgba", self.hazards_rgba, env_name)
 
 
-def hazard_cost(hazards) -> dict:
-    """Safety-Gymnasium's ``Hazards.cal_cost`` with its per-hazard body lookups done as one array
-    operation: the same distances and the same terms added in the same order, so the same cost.
-    Per simulator step it was the largest Python cost of a step (docs/performance.md)."""
-    if not hazards.is_constrained:
-        return {}
-    model, data = hazards.engine.model, hazards.engine.data
-    cached = getattr(hazards, "_body_ids", None)
-    if cached is None or cached[0] is not model:  # the model is recompiled at every reset
-        cached = (model, np.array([model.body(f"hazard{i}").id for i in range(hazards.num)], dtype=np.int64))
-        hazards._body_ids = cached
-    offsets = data.xpos[cached[1], :2] - data.body("agent").xpos[:2]
-    distances = np.sqrt(np.sum(np.square(offsets), axis=1))
-    cost = 0
-    for distance in distances[distances <= hazards.size]:
-        cost += hazards.cost * (hazards.size - distance)
-    return {"cost_hazards": cost}
-
-
-def _make_builder(robot: str, task: str, p: SafetyGymParams):
+def _make_builder(robot: str, task: str, p: SafetyGymParams, fast: bool = True):
+    """Safety-Gymnasium's Builder for Safety{robot}{task}-v0 with the geoms ``p`` changes; ``fast``: with the
+    task's per-step methods from envs.safety_gym_speedups (same results), else its own (for tests)."""
     import_safety_gymnasium()
+    from safety_gymnasium import tasks
     from safety_gymnasium.assets.geoms import Pillars
     from safety_gymnasium.builder import Builder
+    from safety_gymnasium.utils.task_utils import get_task_class_name
 
     class PixelTaskBuilder(Builder):
         """Builder whose task geoms are edited before the observation space is built."""
 
         def _get_task(self):
-            task_obj = super()._get_task()
+            task_class = getattr(tasks, get_task_class_name(self.task_id))  # as Builder._get_task
+            task_obj = (fast_task_class(task_class) if fast else task_class)(config=self.config)
             hazards = getattr(task_obj, "hazards", None)
             if hazards is not None:
                 if p.hazards_num is not None:
@@ -96,13 +82,9 @@ def _make_builder(robot: str, task: str, p: SafetyGymParams):
                     if p.hazards_rgba is not None:
                         pillars.color = hazards.color
                     task_obj._add_geoms(pillars)
-                task_obj.build_observation_space()
-            # pixels are the observation: skip the vector one (lidars, compasses) that every
-            # Builder.step would compute and this env would discard (obs() has no side effects)
-            task_obj.obs = lambda: None
-            hazards = getattr(task_obj, "hazards", None)
-            if hazards is not None:
-                hazards.cal_cost = functools.partial(hazard_cost, hazards)
+            if fast:
+                speed_up_obstacles(task_obj)
+            task_obj.build_observation_space()
             return task_obj
 
     return PixelTaskBuilder(f"Safety{robot}{task}-v0", config={"agent_name": robot})

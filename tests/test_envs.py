@@ -210,6 +210,20 @@ def test_cameras_rebound_to_a_rebuilt_model_render_what_new_cameras_render():
         fresh.close()
 
 
+def test_closing_a_camera_leaves_the_others_rendering():
+    from envs.rendering import Camera
+
+    env = envs.make("sg-point-goal1")
+    u = env.unwrapped
+    first = env.reset(seed=0)[0]
+    model, data = u.mujoco_handles()
+    other = Camera(model, 64, 64, "vision", fast=True)
+    other.render(data)
+    env.reset(seed=1)  # the env's camera's GL context is current when the other camera is closed
+    other.close()  # once freed its GL objects in that context: the env's camera then rendered garbage
+    np.testing.assert_array_equal(env.reset(seed=0)[0], first)
+
+
 def test_image_size_larger_than_the_default_framebuffer():
     env = envs.make("dmc-cartpole-balance", image_size=800)
     assert env.reset(seed=0)[0].shape == (3, 800, 800)
@@ -402,8 +416,8 @@ def test_list_command_prints_envs_and_shifts():
 
 
 def test_vectorised_hazard_cost_equals_safety_gymnasiums_own():
-    from envs.safety_gym import hazard_cost
     from envs.safety_gym_compat import import_safety_gymnasium
+    from envs.safety_gym_speedups import hazard_cost
 
     import_safety_gymnasium()  # Python 3.11 needs its fix before any safety_gymnasium import
     from safety_gymnasium.assets.geoms import Hazards
