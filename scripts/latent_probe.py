@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from slac.evaluation import Evaluator
-from slac.rollout import LatentPolicy, run_episode
+from slac.rollout import LatentPolicy
 from slac.trainer import episode_seed
 
 
@@ -68,12 +68,8 @@ def probe_episode(evaluator: Evaluator, index: int, seed: int, deterministic: bo
         latents.append(step["policy_state"]["z"][0].float().cpu().numpy())
         states_after.append([f(data) for _, f in variables])
 
-    if random_actions:
-        episode = episode_seed(seed, index, stream=1)  # evaluate.py's env seeds
-        torch.manual_seed(episode)
-        run_episode(evaluator.env, RandomActions(evaluator, deterministic, episode), episode, record)
-    else:
-        evaluator.run(index, seed, deterministic=deterministic, on_step=record)
+    policy = RandomActions(evaluator, deterministic, episode_seed(seed, index, stream=1)) if random_actions else None
+    evaluator.run(index, seed, deterministic=deterministic, on_step=record, policy=policy)
     # z_t for t ≥ 1 pairs with the state after step t-1, i.e. the state x_t shows
     return np.stack(latents[1:]), np.asarray(states_after[:-1], dtype=np.float64)
 

@@ -108,13 +108,16 @@ class Evaluator:
 
     def run(self, index: int, seed: int, deterministic: bool = True, attack: AttackSpec | None = None,
             video: Mp4Writer | list | None = None, overview_size: int = 256,
-            on_step: Callable[[dict], None] | None = None) -> EpisodeResult:
+            on_step: Callable[[dict], None] | None = None, policy: LatentPolicy | None = None) -> EpisodeResult:
         """Episode ``index`` of the evaluation with run seed ``seed``; frames go to ``video`` if given,
-        or every step's data to ``on_step`` (``slac.rollout.run_episode``) if given."""
+        or every step's data to ``on_step`` (``slac.rollout.run_episode``) if given. ``policy`` (with
+        its own settings) replaces the checkpoint's, e.g. to act otherwise under the same seeds."""
         if video is not None and on_step is not None:
             raise ValueError("Evaluator.run takes video or on_step, not both")
+        if policy is not None and attack is not None:
+            raise ValueError("Evaluator.run takes a policy or an attack on the checkpoint's policy, not both")
         s = episode_seed(seed, index, stream=1)
-        policy = self.policy(deterministic, attack)
+        policy = policy if policy is not None else self.policy(deterministic, attack)
         env = self.env
         if video is not None:
             env = OverviewTracker(self.env, overview_size)

@@ -354,3 +354,23 @@ def test_latent_probe_r2_against_independent_fits():
     predicted = np.hstack([x[200:], np.ones((200, 1))]) @ coef
     expected = 1 - np.sum((noisy[200:] - predicted) ** 2) / np.sum((noisy[200:] - noisy[200:].mean()) ** 2)
     assert r2[2] == pytest.approx(expected, abs=1e-6)
+
+
+def test_run_with_another_policy_keeps_the_episode_seeds(evaluator):
+    """Evaluator.run(policy=...) runs that policy under the same env and torch seeds as the checkpoint's."""
+    from slac.rollout import LatentPolicy
+
+    own = evaluator.run(1, seed=3)
+    same = evaluator.run(1, seed=3, policy=LatentPolicy(evaluator.model, evaluator.agent, evaluator.device,
+                                                         deterministic=True))
+    assert (same.seed, same.episode_return, same.episode_cost) == (own.seed, own.episode_return, own.episode_cost)
+
+    class StandStill(LatentPolicy):
+        def act(self):
+            return np.zeros(evaluator.env.action_space.shape, dtype=np.float32)
+
+    stand_still = StandStill(evaluator.model, evaluator.agent, evaluator.device)
+    still = evaluator.run(1, seed=3, policy=stand_still)
+    assert still.seed == own.seed and still.episode_return == 0.0  # toy-reach rewards distance gained
+    with pytest.raises(ValueError, match="policy or an attack"):
+        evaluator.run(1, seed=3, policy=stand_still, attack=evaluation.AttackSpec("random", 0.01, 1))
