@@ -1,8 +1,9 @@
 """Adversarial training in the source phase: the hook the trainer calls for every update.
 
-``AdversarialTraining.agent_inputs`` turns a clean batch of sequences into the latents the actor
-and critics learn from. For the first ``fraction`` of the batch (batches are random, so this is a
-random share) the state z_{S-1} is replaced by an attacked one:
+``AdversarialTraining.agent_inputs`` turns a clean batch of sequences into the latent transitions
+the actor and critics learn from (the last k of each sequence, ``agent.sequence_transitions``). For
+the first ``fraction`` of the sequences (batches are random, so this is a random share) the states
+z_t of those transitions are replaced by attacked ones:
   - ``image``: PGD in the pixel L∞ ball on the frames, through encoder and filter
     (:func:`~latent_adversary.attacks.attack_image_sequence`);
   - ``random``: uniform pixel noise in the same ball;
@@ -10,9 +11,9 @@ random share) the state z_{S-1} is replaced by an attacked one:
 Perturbed and clean sequences are filtered with the *same* posterior noise draws, so z̃ − z is the
 attack's doing alone and ε = 0 gives back the clean latents bit for bit.
 
-Targets: with ``targets: clean`` the critics bootstrap from the clean next latent z_S (the agent
-is fooled about where it is, not about where it goes next); with ``targets: perturbed`` z_S is
-attacked too (jointly with z_{S-1} for image attacks) and the targets use z̃_S.
+Targets: with ``targets: clean`` the critics bootstrap from the clean next latent z_{t+1} (the agent
+is fooled about where it is, not about where it goes next); with ``targets: perturbed`` z_{t+1} is
+attacked too (jointly with z_t for image attacks) and the targets use z̃_{t+1}.
 ``train_on`` picks what the losses see:
   - ``perturbed``: every loss sees z̃ (the critics learn values of perturbed states as if true);
   - ``actor``: the critics learn on the clean z, and the actor picks its action from z̃ while the
@@ -89,15 +90,28 @@ class AdversarialTraining:
                                      random=c.kind == "random")
 
     # ---------------------------------------------------------------- agent
-    def agent_inputs(self, images: torch.Tensor, actions: torch.Tensor, step: int) -> AgentInputs:
-        """Latents (z_{S-1}, z_S) for the agent from images (B, S+1, C, H, W), actions (B, S, A)."""
+    def agent_inputs(self, images: torch.Tensor, actions: torch.Tensor, step: int,
+                     transitions: int = 1) -> AgentInputs:
+        """Latent transitions for the agent from images (B, S+1, C, H, W) and actions (B, S, A).
+
+        The last ``transitions`` = k transitions of each sequence, (z_t, z_{t+1}) for t = S-k .. S-1,
+        as rows (B·k, L), sequence-major (row b·k + j is sequence b's j-th); the perturbed share is
+        the first ``fraction`` of the sequences, all k of their transitions.
+        """
+        k = transitions
         epsilon = self.epsilon(step)
         n = self._rows(images.shape[0], epsilon)
+
+        def pairs(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, S+1, L) -> (B·k, L) twice
+            return z[:, -k - 1:-1].flatten(0, 1), z[:, -k:].flatten(0, 1)
+
         if n == 0:
             z = self.model.latents(images, actions)  # (B, S+1, L), exactly the unattacked trainer
             metrics = {"adversary/epsilon": epsilon} if self.active else {}
-            return AgentInputs(z[:, -2], z[:, -1], metrics=metrics)
+            return AgentInputs(*pairs(z), metrics=metrics)
         c = self.cfg
+        # the latents attacked: z_t of every transition learned from, and z_{t+1} too for perturbed targets
+        index = tuple(range(-k - 1, 0 if c.targets == "perturbed" else -1))
         with torch.no_grad():
             features = self.model.encode(images)  # (B, S+1, F)
             if c.kind == "latent":
@@ -105,14 +119,13 @@ class AdversarialTraining:
                 z_clean = _latents(post)
                 start = time.perf_counter()  # the attack's extra time starts after the clean latents
                 z_adv = z_clean.clone()
-                index = [-2, -1] if c.targets == "perturbed" else [-2]
-                rows = z_clean[:n, index].flatten(0, 1)  # (n * len(index), L)
-                z_adv[:n, index] = attack_latent(
+                at = list(index)
+                rows = z_clean[:n, at].flatten(0, 1)  # (n * len(index), L)
+                z_adv[:n, at] = attack_latent(
                     self.agent, rows, epsilon, c.objective, c.steps, c.step_size, self.model.cfg.z1_dim,
-                    c.latent_part, c.latent_norm, post["z1_std"][:n, index].flatten(0, 1),
-                    post["z2_std"][:n, index].flatten(0, 1), c.critic_input).view(n, len(index), -1)
+                    c.latent_part, c.latent_norm, post["z1_std"][:n, at].flatten(0, 1),
+                    post["z2_std"][:n, at].flatten(0, 1), c.critic_input).view(n, len(index), -1)
             else:
-                index = (-2, -1) if c.targets == "perturbed" else (-2,)
                 with _fork_rng(images.device):  # the clean and perturbed passes draw the same noise,
                     z_clean = _latents(self.model.filter_sequence(features, actions))
                 start = time.perf_counter()  # the attack's extra time starts after the clean latents
@@ -121,21 +134,22 @@ class AdversarialTraining:
                 features = features.clone()
                 features[:n] = self.model.encode(images_adv)
                 z_adv = _latents(self.model.filter_sequence(features, actions))  # the same noise as z_clean
-        z, z_tilde = z_clean[:, -2], z_adv[:, -2]
+        (z, next_clean), (z_tilde, next_adv) = pairs(z_clean), pairs(z_adv)
+        m = n * k  # perturbed rows
         with torch.no_grad():
-            before = objective_value(c.objective, self.agent, z[:n], z[:n], c.critic_input)
-            after = objective_value(c.objective, self.agent, z[:n], z_tilde[:n], c.critic_input)
+            before = objective_value(c.objective, self.agent, z[:m], z[:m], c.critic_input)
+            after = objective_value(c.objective, self.agent, z[:m], z_tilde[:m], c.critic_input)
             scalars = {"adversary/objective_clean": before.mean(),
                        "adversary/objective_perturbed": after.mean(),
                        "adversary/success": (after - before).mean(),
-                       "adversary/latent_shift": (z_tilde[:n] - z[:n]).norm(dim=-1).mean()}
+                       "adversary/latent_shift": (z_tilde[:m] - z[:m]).norm(dim=-1).mean()}
             values = torch.stack(list(scalars.values())).tolist()  # one device sync
         metrics = {"adversary/epsilon": epsilon, **dict(zip(scalars, values, strict=True))}
-        next_z = z_adv[:, -1] if c.targets == "perturbed" else z_clean[:, -1]
+        next_z = next_adv if c.targets == "perturbed" else next_clean
         inputs = AgentInputs(z_tilde if c.train_on == "perturbed" else z, next_z, metrics=metrics,
                              actor_z=z_tilde if c.train_on == "actor" else None)
         if c.smoothness_coef > 0:
-            inputs.penalties = self._smoothness(z[:n], z_tilde[:n], actions[:n, -1])
+            inputs.penalties = self._smoothness(z[:m], z_tilde[:m], actions[:n, -k:].flatten(0, 1))
         # the extra time of this update's attack (and its bookkeeping) beyond the clean latents
         metrics["adversary/attack_ms"] = 1e3 * (time.perf_counter() - start)
         return inputs

@@ -54,8 +54,12 @@ class AgentConfig:
 
     # hidden layer sizes of actor and critics
     hidden_units: list[int] = field(default_factory=lambda: [256, 256])
-    # transitions per agent update
+    # sequences per agent update; each gives its last `sequence_transitions` transitions
     batch_size: int = 64
+    # transitions the agent learns from per sampled sequence, the last ones: 1 (SLAC and Safe SLAC: the
+    # last transition only) up to model.sequence_length. Early ones start from latents filtered over
+    # fewer frames (the first has seen a single image: no velocity)
+    sequence_transitions: int = 1
     # Adam learning rate of actor, critics and alpha
     lr: float = 2e-4
     # reward discount
@@ -360,6 +364,9 @@ def validate(cfg: Config) -> None:
     if cfg.adversary.train_on == "actor" and cfg.adversary.targets != "clean":
         raise InputError("config key 'adversary.train_on' is 'actor': the critics learn the values of clean "
                          "latents, so adversary.targets must be 'clean'")
+    if not 1 <= cfg.agent.sequence_transitions <= cfg.model.sequence_length:
+        raise InputError(f"config key 'agent.sequence_transitions' must be in [1, model.sequence_length = "
+                         f"{cfg.model.sequence_length}], got {cfg.agent.sequence_transitions}")
     if cfg.train.buffer_size < cfg.model.sequence_length + 1:
         raise InputError("config key 'train.buffer_size' must hold at least one sequence "
                          f"({cfg.model.sequence_length + 1} frames)")

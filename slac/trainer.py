@@ -240,11 +240,13 @@ class Trainer:
 
     def update_agent(self) -> dict[str, float]:
         b = self._batch(self.cfg.agent.batch_size)
-        # the agent learns from the last transition of each sequence: (z_{S-1}, a, r, c, z_S), each
-        # latent (B, latent_dim), no grad; latent_adversary/ perturbs a share of them (source phase)
-        x = self.adversary.agent_inputs(b["images"], b["action"], self.counters["step"])
-        metrics = self.agent.update(x.z, b["action"][:, -1], b["reward"][:, -1], b["cost"][:, -1],
-                                    x.next_z, b["terminated"][:, -1], penalties=x.penalties, actor_z=x.actor_z)
+        # the agent learns from the last k transitions of each sequence: (z_t, a_t, r_t, c_t, z_{t+1}),
+        # t = S-k .. S-1, as rows (B·k, ...), no grad; latent_adversary/ perturbs a share (source phase)
+        k = self.cfg.agent.sequence_transitions
+        x = self.adversary.agent_inputs(b["images"], b["action"], self.counters["step"], transitions=k)
+        last = {key: b[key][:, -k:].flatten(0, 1) for key in ("action", "reward", "cost", "terminated")}
+        metrics = self.agent.update(x.z, last["action"], last["reward"], last["cost"], x.next_z,
+                                    last["terminated"], penalties=x.penalties, actor_z=x.actor_z)
         self.counters["updates"] += 1
         return {**metrics, **x.metrics}
 

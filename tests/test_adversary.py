@@ -165,21 +165,42 @@ def test_epsilon_zero_is_exactly_the_identity(learner):
         assert torch.equal(x.z, z[:, -2]) and torch.equal(x.next_z, z[:, -1])
 
 
+def test_agent_inputs_are_the_last_k_transitions_of_each_sequence_in_order(learner):
+    model, agent, (images, actions) = learner
+    hook = AdversarialTraining(AdversaryConfig(kind="none"), model, agent)
+    torch.manual_seed(1)
+    x = hook.agent_inputs(images, actions, step=10, transitions=3)
+    torch.manual_seed(1)
+    z = model.latents(images, actions)  # (B, S+1, L)
+    B, S = actions.shape[:2]
+    assert x.z.shape == (B * 3, z.shape[-1])
+    for b in (0, B - 1):  # row b·k + j is (z_t, z_{t+1}) of sequence b with t = S-3+j
+        for j in range(3):
+            t = S - 3 + j
+            assert torch.equal(x.z[b * 3 + j], z[b, t]) and torch.equal(x.next_z[b * 3 + j], z[b, t + 1])
+
+
 @pytest.mark.parametrize("kind", ["image", "random", "latent"])
 @pytest.mark.parametrize("targets", ["clean", "perturbed"])
-def test_training_hook_perturbs_its_share_only_with_the_same_posterior_noise(learner, kind, targets):
+@pytest.mark.parametrize("k", [1, 3])
+def test_training_hook_perturbs_its_share_only_with_the_same_posterior_noise(learner, kind, targets, k):
     model, agent, (images, actions) = learner
     cfg = AdversaryConfig(kind=kind, epsilon=0.05 if kind != "latent" else 1.0, steps=2, fraction=0.25,
                           targets=targets, smoothness_coef=0.1)
     hook = AdversarialTraining(cfg, model, agent)
     torch.manual_seed(3)
-    x = hook.agent_inputs(images, actions, step=0)
+    x = hook.agent_inputs(images, actions, step=0, transitions=k)
     torch.manual_seed(3)
     z = model.latents(images, actions)
-    n = round(0.25 * images.shape[0])
-    assert torch.equal(x.z[n:], z[n:, -2]) and torch.equal(x.next_z[n:], z[n:, -1])
-    assert not torch.equal(x.z[:n], z[:n, -2])
-    assert torch.equal(x.next_z[:n], z[:n, -1]) == (targets == "clean")
+    z_t, z_next = z[:, -k - 1:-1].flatten(0, 1), z[:, -k:].flatten(0, 1)  # rows b·k + j
+    m = round(0.25 * images.shape[0]) * k  # the perturbed sequences' rows
+    assert torch.equal(x.z[m:], z_t[m:]) and torch.equal(x.next_z[m:], z_next[m:])
+    moved = (x.z[:m] != z_t[:m]).any(dim=-1).view(-1, k)
+    if kind == "latent":  # every transition's state is attacked
+        assert moved.all()
+    else:  # one perturbation of the frames attacks the states jointly: at least one moves per sequence
+        assert moved.any(dim=-1).all()
+    assert torch.equal(x.next_z[:m], z_next[:m]) == (targets == "clean")
     assert {"adversary/epsilon", "adversary/success", "adversary/attack_ms"} <= set(x.metrics)
     assert set(x.penalties) == {"actor", "cost_critic"} and x.penalties["actor"]().item() >= 0
 

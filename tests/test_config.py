@@ -38,6 +38,8 @@ def test_overrides_are_typed_and_nested():
     ("train.steps=1.5", "'train.steps' expects int"),
     ("agent.gamma=1.5", "'agent.gamma' must be in [0, 1]"),
     ("model.batch_size=0", "'model.batch_size' must be > 0"),
+    ("agent.sequence_transitions=11", "'agent.sequence_transitions' must be in [1, model.sequence_length = 10]"),
+    ("agent.sequence_transitions=0", "'agent.sequence_transitions' must be in [1"),
     ("adversary.kind=pixel", "'adversary.kind' is 'pixel'; valid: none, random, image, latent"),
     ("agent.lagrangian=pd", "valid: gradient, pid"),
     ("agent=3", "'agent' is a section"),
