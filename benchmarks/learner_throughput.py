@@ -1,11 +1,13 @@
 """Learner throughput at Safe SLAC's reference sizes, relative to this machine's matmul peak.
 
     python benchmarks/learner_throughput.py [--iterations 20] [--threads 0] [--device cpu]
+                                            [--sequence-transitions 1]
 
 Two variants are measured side by side: Safe SLAC's float32 settings (the defaults), and the same
 with the encoder/decoder convolutions under bfloat16 autocast (``model.bf16_convs=true``).
 Measures, in one run: model updates/s (batch 32 sequences of 11 frames, 64x64, image noise 0.4),
-agent updates/s (batch 64: latents filtered from 64 sequences, then one SAC-Lagrangian step),
+agent updates/s (batch 64: latents filtered from 64 sequences, then one SAC-Lagrangian step on
+the last ``--sequence-transitions`` transitions of each, ``agent.sequence_transitions``),
 iterations/s (one of each, as the trainer does), and the fp32 matmul peak (GFLOP/s) of the same
 process. The last line is ``iterations/s per 100 GFLOP/s: X`` for the faster variant (named
 above it). Batches are synthetic (random uint8 frames): the cost of an update does not depend on the pixel values.
@@ -64,12 +66,15 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--sequence-transitions", type=int, default=1,
+                   help="transitions per sequence the agent learns from (agent.sequence_transitions)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     peak = matmul_peak_gflops(device)
-    print(f"device: {device}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
+    print(f"device: {device}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}, "
+          f"agent transitions per sequence: {args.sequence_transitions}")
     results = {}
     for variant, bf16 in (("float32", False), ("bf16 convs", True)):
         results[variant] = measure(args, device, bf16)
@@ -88,6 +93,7 @@ def main() -> None:
 def measure(args, device: torch.device, bf16: bool) -> tuple[float, float, float]:
     cfg = Config()  # Safe SLAC's reference sizes (the defaults)
     cfg.model.bf16_convs = bf16
+    cfg.agent.sequence_transitions = k = args.sequence_transitions
     action_dim = 2
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
@@ -105,9 +111,10 @@ def measure(args, device: torch.device, bf16: bool) -> tuple[float, float, float
 
     def agent_update() -> None:
         b = batch(cfg.agent.batch_size)
-        z = model.latents(b["images"], b["action"])
-        agent.update(z[:, -2], b["action"][:, -1], b["reward"][:, -1], b["cost"][:, -1], z[:, -1],
-                     b["terminated"][:, -1])
+        z = model.latents(b["images"], b["action"])  # (B, S+1, L); the trainer's rows b·k + j
+        last = {key: b[key][:, -k:].flatten(0, 1) for key in ("action", "reward", "cost", "terminated")}
+        agent.update(z[:, -k - 1:-1].flatten(0, 1), last["action"], last["reward"], last["cost"],
+                     z[:, -k:].flatten(0, 1), last["terminated"])
 
     def rate(fn, n: int) -> float:
         for _ in range(args.warmup):

@@ -8,7 +8,7 @@ episodes can run serially or in worker processes with identical results.
 
 Metrics (:func:`summarize`): per-episode return, cost and length; for return and cost the mean,
 the sample standard deviation (ddof = 1) and the 95 % Student-t interval of the mean (null for one
-episode); the violation rate, the share of episodes whose cost exceeds the episode budget
+episode; the cost's is cut at 0, since a mean of non-negative costs cannot be below it); the violation rate, the share of episodes whose cost exceeds the episode budget
 (``agent.budget_per_episode``, the budget the agent was trained against, scaled to this env's
 episode length and action repeat).
 """
@@ -236,7 +236,7 @@ def summarize(results: list[EpisodeResult], budget: float) -> dict:
     returns = np.array([r.episode_return for r in results], dtype=np.float64)
     costs = np.array([r.episode_cost for r in results], dtype=np.float64)
     return {"episodes": len(results), "budget": float(budget),
-            "return": _stats(returns), "cost": _stats(costs),
+            "return": _stats(returns), "cost": _stats(costs, floor=0.0),
             "length": {"mean": float(np.mean([r.length for r in results]))},
             "violation_rate": float(np.mean(costs > budget)),
             "per_episode": [_episode_record(r, budget) for r in results]}
@@ -250,7 +250,9 @@ def _episode_record(r: EpisodeResult, budget: float) -> dict:
     return record
 
 
-def _stats(x: np.ndarray) -> dict:
+def _stats(x: np.ndarray, floor: float = -math.inf) -> dict:
+    """Mean, sample std and 95 % t-interval of the mean, the interval cut at ``floor`` (a bound the
+    mean is known to respect, e.g. 0 for costs: cutting there keeps every mean the interval held)."""
     n = len(x)
     mean = float(x.mean())
     if n < 2:
@@ -259,7 +261,7 @@ def _stats(x: np.ndarray) -> dict:
 
     std = float(x.std(ddof=1))
     half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+    return {"mean": mean, "std": std, "ci95": [max(mean - half, floor), mean + half]}
 
 
 # ---------------------------------------------------------------------------------- presentation

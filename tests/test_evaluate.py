@@ -76,6 +76,9 @@ def test_summarize_against_hand_computed_values():
     half = 4.302653 * 2 / math.sqrt(3)  # t_{0.975, 2} * std / sqrt(n)
     assert m["return"]["ci95"] == pytest.approx([3 - half, 3 + half])
     assert m["violation_rate"] == pytest.approx(1 / 3)  # only 5 > 2; a cost equal to the budget is none
+    # costs 0, 5, 2: mean 7/3, std 2.517; the t-interval's lower end (-3.92) is cut at 0, the upper kept
+    cost_half = 4.302653 * np.std([0, 5, 2], ddof=1) / math.sqrt(3)
+    assert 7 / 3 - cost_half < 0 and m["cost"]["ci95"] == pytest.approx([0.0, 7 / 3 + cost_half])
     one = evaluation.summarize(results[:1], budget=2.0)
     assert one["return"] == {"mean": 1.0, "std": 0.0, "ci95": None}
 
