@@ -8,7 +8,8 @@ episodes can run serially or in worker processes with identical results.
 
 Metrics (:func:`summarize`): per-episode return, cost and length; for return and cost the mean,
 the sample standard deviation (ddof = 1) and the 95 % Student-t interval of the mean (null for one
-episode; the cost's is cut at 0, since a mean of non-negative costs cannot be below it); the violation rate, the share of episodes whose cost exceeds the episode budget
+episode; the cost's is cut at 0, since a mean of non-negative costs cannot be below it); the
+violation rate, the share of episodes whose cost exceeds the episode budget
 (``agent.budget_per_episode``, the budget the agent was trained against, scaled to this env's
 episode length and action repeat).
 """

@@ -93,13 +93,19 @@ def test_bad_names_are_clear_errors(learner):
 
 # ------------------------------------------------------------------ a briefly trained agent
 @pytest.fixture(scope="module")
-def learner(tmp_path_factory):
-    """Model and agent after a smoke source run, and a batch of its replay (images, actions)."""
+def trained(tmp_path_factory):
+    """The trainer of a finished smoke source run."""
     trainer = make_trainer(RunRequest(phase="source", env=ENV, preset="smoke", seed=4,
                                       out=str(tmp_path_factory.mktemp("adv_learner"))), progress=False)
     trainer.run()
-    b = trainer._batch(16)
-    return trainer.model, trainer.agent, (b["images"], b["action"])
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def learner(trained):
+    """Model and agent after a smoke source run, and a batch of its replay (images, actions)."""
+    b = trained._batch(16)
+    return trained.model, trained.agent, (b["images"], b["action"])
 
 
 def _mean_latents(model, images, actions, t=-2):
@@ -178,6 +184,26 @@ def test_agent_inputs_are_the_last_k_transitions_of_each_sequence_in_order(learn
         for j in range(3):
             t = S - 3 + j
             assert torch.equal(x.z[b * 3 + j], z[b, t]) and torch.equal(x.next_z[b * 3 + j], z[b, t + 1])
+
+
+def test_trainer_hands_the_agent_each_transitions_latents_with_its_own_action_reward_and_cost(trained, monkeypatch):
+    k, seen = 3, {}
+    monkeypatch.setattr(trained.cfg.agent, "sequence_transitions", k)
+    monkeypatch.setattr(trained.cfg.agent, "batch_size", 5)
+    monkeypatch.setattr(trained.adversary.cfg, "kind", "latent")  # ε > 0 from step 0: the attacked path
+    monkeypatch.setattr(trained.adversary.cfg, "schedule", "constant")
+    monkeypatch.setattr(trained.adversary.cfg, "epsilon", 0.5)
+    monkeypatch.setattr(trained.agent, "update", lambda *args, **kw: seen.update(args=args) or {})
+    b = trained._batch(5)
+    monkeypatch.setattr(trained, "_batch", lambda size: b)  # one fixed batch
+    trained.update_agent()
+    z, action, reward, cost, next_z, terminated = seen["args"]
+    assert z.shape[0] == next_z.shape[0] == 5 * k
+    for row in range(5 * k):  # row b·k + j: sequence b's transition t = S-k+j
+        seq, t = divmod(row, k)
+        t += b["action"].shape[1] - k
+        assert torch.equal(action[row], b["action"][seq, t]) and reward[row] == b["reward"][seq, t]
+        assert cost[row] == b["cost"][seq, t] and terminated[row] == b["terminated"][seq, t]
 
 
 @pytest.mark.parametrize("kind", ["image", "random", "latent"])
