@@ -102,11 +102,13 @@ class AdversarialTraining:
         epsilon = self.epsilon(step)
         n = self._rows(images.shape[0], epsilon)
 
+        sample = self.agent.cfg.latent_input == "sample"  # posterior draws, or the filter's means
+
         def pairs(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, S+1, L) -> (B·k, L) twice
             return z[:, -k - 1:-1].flatten(0, 1), z[:, -k:].flatten(0, 1)
 
         if n == 0:
-            z = self.model.latents(images, actions)  # (B, S+1, L), exactly the unattacked trainer
+            z = self.model.latents(images, actions, sample)  # (B, S+1, L), exactly the unattacked trainer
             metrics = {"adversary/epsilon": epsilon} if self.active else {}
             return AgentInputs(*pairs(z), metrics=metrics)
         c = self.cfg
@@ -115,7 +117,7 @@ class AdversarialTraining:
         with torch.no_grad():
             features = self.model.encode(images)  # (B, S+1, F)
             if c.kind == "latent":
-                post = self.model.filter_sequence(features, actions)
+                post = self.model.filter_sequence(features, actions, sample)
                 z_clean = _latents(post)
                 start = time.perf_counter()  # the attack's extra time starts after the clean latents
                 z_adv = z_clean.clone()
@@ -127,13 +129,13 @@ class AdversarialTraining:
                     post["z2_std"][:n, at].flatten(0, 1), c.critic_input).view(n, len(index), -1)
             else:
                 with _fork_rng(images.device):  # the clean and perturbed passes draw the same noise,
-                    z_clean = _latents(self.model.filter_sequence(features, actions))
+                    z_clean = _latents(self.model.filter_sequence(features, actions, sample))
                 start = time.perf_counter()  # the attack's extra time starts after the clean latents
                 with _fork_rng(images.device):  # the one model.latents would draw without an adversary
                     images_adv = self._attack_images(images[:n], actions[:n], epsilon, index)
                 features = features.clone()
                 features[:n] = self.model.encode(images_adv)
-                z_adv = _latents(self.model.filter_sequence(features, actions))  # the same noise as z_clean
+                z_adv = _latents(self.model.filter_sequence(features, actions, sample))  # same noise as z_clean
         (z, next_clean), (z_tilde, next_adv) = pairs(z_clean), pairs(z_adv)
         m = n * k  # perturbed rows
         with torch.no_grad():

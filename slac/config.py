@@ -88,6 +88,10 @@ class AgentConfig:
     pid_kp: float = 0.05
     pid_ki: float = 0.005
     pid_kd: float = 0.1
+    # what the actor and critics see (when learning and when acting): 'sample', a draw from the filtering
+    # posterior (SLAC's critic input), or 'mean', the filter run on means (z1 its posterior mean, z2 the
+    # mean of its transition given those): no sampling noise on top of what the images leave uncertain
+    latent_input: str = "sample"
     # global gradient-norm clip for actor and critics
     grad_clip_norm: float = 40.0
 
@@ -327,6 +331,7 @@ _CHOICES = {
     "adversary.targets": ("clean", "perturbed"),
     "adversary.train_on": ("perturbed", "actor", "clean"),
     "adversary.critic_input": ("clean", "perturbed"),
+    "agent.latent_input": ("sample", "mean"),
 }
 
 

@@ -95,9 +95,9 @@ class LatentModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def latents(self, images: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Posterior draws z = (z1, z2) for a batch of sequences: (B, S+1, latent_dim)."""
-        post = self.filter_sequence(self.encode(images), actions, prior=False)
+    def latents(self, images: torch.Tensor, actions: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        """Posterior draws z = (z1, z2) for a batch of sequences (means with ``sample=False``): (B, S+1, latent_dim)."""
+        post = self.filter_sequence(self.encode(images), actions, sample=sample, prior=False)
         return torch.cat([post["z1"], post["z2"]], dim=-1)
 
     def init_filter(self, image: torch.Tensor, sample: bool = True) -> dict:

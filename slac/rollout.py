@@ -28,6 +28,8 @@ class LatentPolicy:
     def __init__(self, model, agent, device: torch.device, deterministic: bool = False, attack=None):
         self.model, self.agent, self.device = model, agent, device
         self.deterministic = deterministic
+        # the filter draws its latents only when acting stochastically with agent.latent_input 'sample'
+        self.sample_latent = not deterministic and agent.cfg.latent_input == "sample"
         self.attack = attack
         self.state: dict | None = None
         self.attacked_image: np.ndarray | None = None
@@ -42,7 +44,7 @@ class LatentPolicy:
     @torch.no_grad()
     def reset(self, obs: np.ndarray) -> None:
         """Start a new episode from its first frame: q(z1_0 | x_0), p(z2_0 | z1_0)."""
-        self.state = self.model.init_filter(self._image(obs), sample=not self.deterministic)
+        self.state = self.model.init_filter(self._image(obs), sample=self.sample_latent)
 
     @torch.no_grad()
     def act(self) -> np.ndarray:
@@ -54,7 +56,7 @@ class LatentPolicy:
     def observe(self, action: np.ndarray, obs: np.ndarray) -> None:
         """Fold in the action just taken and the frame it produced."""
         a = torch.as_tensor(action, dtype=torch.float32, device=self.device).unsqueeze(0)
-        self.state = self.model.filter_step(self.state, self._image(obs, a), a, sample=not self.deterministic)
+        self.state = self.model.filter_step(self.state, self._image(obs, a), a, sample=self.sample_latent)
 
 
 @dataclass

@@ -186,6 +186,25 @@ def test_agent_inputs_are_the_last_k_transitions_of_each_sequence_in_order(learn
             assert torch.equal(x.z[b * 3 + j], z[b, t]) and torch.equal(x.next_z[b * 3 + j], z[b, t + 1])
 
 
+def test_mean_latent_input_gives_the_agent_the_filters_means(learner, monkeypatch):
+    model, agent, (images, actions) = learner
+    monkeypatch.setattr(agent.cfg, "latent_input", "mean")
+    x = AdversarialTraining(AdversaryConfig(kind="none"), model, agent).agent_inputs(images, actions, 0, 2)
+    with torch.no_grad():
+        post = model.filter_sequence(model.encode(images), actions, sample=False)
+    z = torch.cat([post["z1"], post["z2"]], dim=-1)
+    assert torch.equal(post["z1"], post["z1_mean"])
+    assert torch.equal(x.z, z[:, -3:-1].flatten(0, 1)) and torch.equal(x.next_z, z[:, -2:].flatten(0, 1))
+    policy = LatentPolicy(model, agent, torch.device("cpu"), deterministic=False)  # acting stochastically
+    policy.reset(images[0, 0].mul(255).round().to(torch.uint8).numpy())
+    policy.observe(policy.act(), images[0, 1].mul(255).round().to(torch.uint8).numpy())
+    assert torch.equal(policy.state["z1"], policy.state["z1_mean"])  # the filter did not draw
+    monkeypatch.setattr(agent.cfg, "latent_input", "sample")
+    policy = LatentPolicy(model, agent, torch.device("cpu"), deterministic=False)
+    policy.reset(images[0, 0].mul(255).round().to(torch.uint8).numpy())
+    assert not torch.equal(policy.state["z1"], policy.state["z1_mean"])
+
+
 def test_trainer_hands_the_agent_each_transitions_latents_with_its_own_action_reward_and_cost(trained, monkeypatch):
     k, seen = 3, {}
     monkeypatch.setattr(trained.cfg.agent, "sequence_transitions", k)

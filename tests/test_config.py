@@ -42,6 +42,7 @@ def test_overrides_are_typed_and_nested():
     ("agent.sequence_transitions=0", "'agent.sequence_transitions' must be in [1"),
     ("adversary.kind=pixel", "'adversary.kind' is 'pixel'; valid: none, random, image, latent"),
     ("agent.lagrangian=pd", "valid: gradient, pid"),
+    ("agent.latent_input=mode", "'agent.latent_input' is 'mode'; valid: sample, mean"),
     ("agent=3", "'agent' is a section"),
     ("justakey", "--set expects key=value"),
 ])
