@@ -11,6 +11,10 @@ cos and sin (a spinning pole has no bounded angle), and every joint velocity. A 
 z_t → state is fitted on the first half of the episodes and scored on the second half; the table
 gives R² per state variable (1: the latent determines it linearly; 0: no better than its mean).
 Velocities are not in any single frame: the filter must infer them from the sequence.
+
+It also prints how noisy a posterior draw of z1 is: per dimension, the signal-to-noise ratio
+SNR = Var_t(posterior mean) / E_t(posterior variance) over the probed steps. Dimensions with SNR < 1
+are mostly noise (left at the prior); for the others a draw's noise std is 1/√SNR of the signal's.
 """
 
 from __future__ import annotations
@@ -58,15 +62,20 @@ class RandomActions(LatentPolicy):
 
 
 def probe_episode(evaluator: Evaluator, index: int, seed: int, deterministic: bool, variables: list,
-                  random_actions: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(latents (T-1, Z), states (T-1, V)) of one episode, z_t paired with the state x_t shows."""
+                  random_actions: bool = False,
+                  z1_stats: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(latents (T-1, Z), states (T-1, V)) of one episode, z_t paired with the state x_t shows;
+    appends each step's (z1 posterior mean, std) to ``z1_stats`` if given."""
     _, data = evaluator.env.unwrapped.mujoco_handles()
     latents, states_after = [], []
 
     def record(step: dict) -> None:
         # called after env.step: policy_state is z_t (filtered up to x_t), data is the state of x_{t+1}
-        latents.append(step["policy_state"]["z"][0].float().cpu().numpy())
+        state = step["policy_state"]
+        latents.append(state["z"][0].float().cpu().numpy())
         states_after.append([f(data) for _, f in variables])
+        if z1_stats is not None:
+            z1_stats.append((state["z1_mean"][0].float().cpu().numpy(), state["z1_std"][0].float().cpu().numpy()))
 
     policy = RandomActions(evaluator, deterministic, episode_seed(seed, index, stream=1)) if random_actions else None
     evaluator.run(index, seed, deterministic=deterministic, on_step=record, policy=policy)
@@ -91,6 +100,12 @@ def ridge_r2(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.nd
     return 1.0 - residual / np.maximum(total, 1e-12)
 
 
+def z1_signal_to_noise(z1_stats: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per z1 dimension: Var_t(posterior mean) / E_t(posterior variance)."""
+    means, stds = (np.stack(part) for part in zip(*z1_stats, strict=True))
+    return means.var(axis=0) / np.mean(stds**2, axis=0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", metavar="RUN_DIR_OR_CHECKPOINT")
@@ -110,8 +125,9 @@ def main() -> None:
             raise SystemExit(f"{path}: env {evaluator.env_name!r} has no MuJoCo state to probe (dmc-* and sg-* do)")
         model, _ = evaluator.env.unwrapped.mujoco_handles()
         variables = state_variables(model)
-        episodes = [probe_episode(evaluator, k, args.seed, not args.stochastic, variables, args.random_actions)
-                    for k in range(args.episodes)]
+        z1_stats: list = []
+        episodes = [probe_episode(evaluator, k, args.seed, not args.stochastic, variables, args.random_actions,
+                                  z1_stats) for k in range(args.episodes)]
         half = args.episodes // 2
         fit = tuple(np.concatenate(part) for part in zip(*episodes[:half], strict=True))
         score = tuple(np.concatenate(part) for part in zip(*episodes[half:], strict=True))
@@ -120,6 +136,11 @@ def main() -> None:
               f"z {fit[0].shape[1]}-d)")
         for (name, _), value in zip(variables, r2, strict=True):
             print(f"  R² {name:24s} {value:6.3f}")
+        snr = np.sort(z1_signal_to_noise(z1_stats))[::-1]
+        signal = snr[snr > 1]
+        print(f"  z1 posterior: {len(signal)} of {len(snr)} dims with SNR > 1, SNR "
+              f"{', '.join(f'{s:.1f}' for s in signal)}; a draw's noise std in those: "
+              f"{', '.join(f'{1 / np.sqrt(s):.2f}' for s in signal)} of the signal's")
 
 
 if __name__ == "__main__":

@@ -377,3 +377,12 @@ def test_run_with_another_policy_keeps_the_episode_seeds(evaluator):
     assert still.seed == own.seed and still.episode_return == 0.0  # toy-reach rewards distance gained
     with pytest.raises(ValueError, match="policy or an attack"):
         evaluator.run(1, seed=3, policy=stand_still, attack=evaluation.AttackSpec("random", 0.01, 1))
+
+
+def test_latent_probe_signal_to_noise_by_hand():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from latent_probe import z1_signal_to_noise
+
+    # dim 0: means 0, 2 (variance 1), stds 1, 1 → 1; dim 1: means 1, 1, stds 0.5, 1.5 → 0 / 1.25 = 0
+    stats = [(np.array([0.0, 1.0]), np.array([1.0, 0.5])), (np.array([2.0, 1.0]), np.array([1.0, 1.5]))]
+    assert z1_signal_to_noise(stats) == pytest.approx([1.0, 0.0])
