@@ -7,7 +7,8 @@ Two variants are measured side by side: Safe SLAC's float32 settings (the defaul
 with the encoder/decoder convolutions under bfloat16 autocast (``model.bf16_convs=true``).
 Measures, in one run: model updates/s (batch 32 sequences of 11 frames, 64x64, image noise 0.4),
 agent updates/s (batch 64: latents filtered from 64 sequences, then one SAC-Lagrangian step on
-the last ``--sequence-transitions`` transitions of each, ``agent.sequence_transitions``),
+the last transition of each; with ``--sequence-transitions K`` also, side by side, on the last K
+of each, ``agent.sequence_transitions``),
 iterations/s (one of each, as the trainer does), and the fp32 matmul peak (GFLOP/s) of the same
 process. The last line is ``iterations/s per 100 GFLOP/s: X`` for the faster variant (named
 above it). Batches are synthetic (random uint8 frames): the cost of an update does not depend on the pixel values.
@@ -73,27 +74,29 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     peak = matmul_peak_gflops(device)
-    print(f"device: {device}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}, "
-          f"agent transitions per sequence: {args.sequence_transitions}")
+    print(f"device: {device}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
     results = {}
     for variant, bf16 in (("float32", False), ("bf16 convs", True)):
         results[variant] = measure(args, device, bf16)
-        model_rate, agent_rate, iteration_rate = results[variant]
+        model_rate, agent_rate, iteration_rate, agent_rate_k = results[variant]
         print(f"[{variant}] model updates/s: {model_rate:.3f}  agent updates/s: {agent_rate:.3f}  "
               f"iterations/s: {iteration_rate:.3f}", flush=True)
+        if agent_rate_k is not None:
+            k = args.sequence_transitions
+            print(f"[{variant}] agent updates/s on {k} transitions per sequence: {agent_rate_k:.3f} "
+                  f"(time per update {agent_rate / agent_rate_k:.3f}x that on 1)", flush=True)
     peak = max(peak, matmul_peak_gflops(device))
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s")
-    for variant, (_, _, iteration_rate) in results.items():
+    for variant, (_, _, iteration_rate, _) in results.items():
         print(f"[{variant}] iterations/s per 100 GFLOP/s: {iteration_rate / peak * 100:.3f}")
     best = max(results, key=lambda v: results[v][2])
     print(f"fastest variant: {best}")
     print(f"iterations/s per 100 GFLOP/s: {results[best][2] / peak * 100:.3f}")
 
 
-def measure(args, device: torch.device, bf16: bool) -> tuple[float, float, float]:
+def measure(args, device: torch.device, bf16: bool) -> tuple[float, float, float, float | None]:
     cfg = Config()  # Safe SLAC's reference sizes (the defaults)
     cfg.model.bf16_convs = bf16
-    cfg.agent.sequence_transitions = k = args.sequence_transitions
     action_dim = 2
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
@@ -109,7 +112,7 @@ def measure(args, device: torch.device, bf16: bool) -> tuple[float, float, float
         b = batch(cfg.model.batch_size)
         model.update(b["images"], b["action"], b["reward"], b["cost"], b["terminated"])
 
-    def agent_update() -> None:
+    def agent_update(k: int = 1) -> None:
         b = batch(cfg.agent.batch_size)
         z = model.latents(b["images"], b["action"])  # (B, S+1, L); the trainer's rows b·k + j
         last = {key: b[key][:, -k:].flatten(0, 1) for key in ("action", "reward", "cost", "terminated")}
@@ -126,8 +129,10 @@ def measure(args, device: torch.device, bf16: bool) -> tuple[float, float, float
         _sync(device)
         return n / (time.perf_counter() - start)
 
+    k = args.sequence_transitions
     return (rate(model_update, args.iterations), rate(agent_update, args.iterations),
-            rate(lambda: (model_update(), agent_update()), args.iterations))
+            rate(lambda: (model_update(), agent_update()), args.iterations),
+            rate(lambda: agent_update(k), args.iterations) if k != 1 else None)
 
 
 if __name__ == "__main__":
