@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from slac.agent import SafeSACAgent
-from slac.buffer import SequenceReplayBuffer
+from slac.buffer import SequenceReplayBuffer, last_steps
 from slac.config import Config
 from slac.latent import LatentModel, to_float
 
@@ -115,9 +115,9 @@ def measure(args, device: torch.device, bf16: bool) -> tuple[float, float, float
     def agent_update(k: int = 1) -> None:
         b = batch(cfg.agent.batch_size)
         z = model.latents(b["images"], b["action"])  # (B, S+1, L); the trainer's rows b·k + j
-        last = {key: b[key][:, -k:].flatten(0, 1) for key in ("action", "reward", "cost", "terminated")}
-        agent.update(z[:, -k - 1:-1].flatten(0, 1), last["action"], last["reward"], last["cost"],
-                     z[:, -k:].flatten(0, 1), last["terminated"])
+        last = {key: last_steps(b[key], k) for key in ("action", "reward", "cost", "terminated")}
+        agent.update(last_steps(z[:, :-1], k), last["action"], last["reward"], last["cost"], last_steps(z, k),
+                     last["terminated"])
 
     def rate(fn, n: int) -> float:
         for _ in range(args.warmup):

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 
 from latent_adversary.attacks import attack_image_sequence, attack_latent
 from latent_adversary.objectives import objective_value
+from slac.buffer import last_steps
 from slac.config import AdversaryConfig
 
 
@@ -101,11 +102,10 @@ class AdversarialTraining:
         k = transitions
         epsilon = self.epsilon(step)
         n = self._rows(images.shape[0], epsilon)
-
         sample = self.agent.cfg.latent_input == "sample"  # posterior draws, or the filter's means
 
         def pairs(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, S+1, L) -> (B·k, L) twice
-            return z[:, -k - 1:-1].flatten(0, 1), z[:, -k:].flatten(0, 1)
+            return last_steps(z[:, :-1], k), last_steps(z, k)
 
         if n == 0:
             z = self.model.latents(images, actions, sample)  # (B, S+1, L), exactly the unattacked trainer
@@ -113,7 +113,7 @@ class AdversarialTraining:
             return AgentInputs(*pairs(z), metrics=metrics)
         c = self.cfg
         # the latents attacked: z_t of every transition learned from, and z_{t+1} too for perturbed targets
-        index = tuple(range(-k - 1, 0 if c.targets == "perturbed" else -1))
+        index = list(range(-k - 1, 0 if c.targets == "perturbed" else -1))
         with torch.no_grad():
             features = self.model.encode(images)  # (B, S+1, F)
             if c.kind == "latent":
@@ -121,18 +121,17 @@ class AdversarialTraining:
                 z_clean = _latents(post)
                 start = time.perf_counter()  # the attack's extra time starts after the clean latents
                 z_adv = z_clean.clone()
-                at = list(index)
-                rows = z_clean[:n, at].flatten(0, 1)  # (n * len(index), L)
-                z_adv[:n, at] = attack_latent(
+                rows = z_clean[:n, index].flatten(0, 1)  # (n * len(index), L)
+                z_adv[:n, index] = attack_latent(
                     self.agent, rows, epsilon, c.objective, c.steps, c.step_size, self.model.cfg.z1_dim,
-                    c.latent_part, c.latent_norm, post["z1_std"][:n, at].flatten(0, 1),
-                    post["z2_std"][:n, at].flatten(0, 1), c.critic_input).view(n, len(index), -1)
+                    c.latent_part, c.latent_norm, post["z1_std"][:n, index].flatten(0, 1),
+                    post["z2_std"][:n, index].flatten(0, 1), c.critic_input).view(n, len(index), -1)
             else:
                 with _fork_rng(images.device):  # the clean and perturbed passes draw the same noise,
                     z_clean = _latents(self.model.filter_sequence(features, actions, sample))
                 start = time.perf_counter()  # the attack's extra time starts after the clean latents
                 with _fork_rng(images.device):  # the one model.latents would draw without an adversary
-                    images_adv = self._attack_images(images[:n], actions[:n], epsilon, index)
+                    images_adv = self._attack_images(images[:n], actions[:n], epsilon, tuple(index))
                 features = features.clone()
                 features[:n] = self.model.encode(images_adv)
                 z_adv = _latents(self.model.filter_sequence(features, actions, sample))  # same noise as z_clean
@@ -151,7 +150,7 @@ class AdversarialTraining:
         inputs = AgentInputs(z_tilde if c.train_on == "perturbed" else z, next_z, metrics=metrics,
                              actor_z=z_tilde if c.train_on == "actor" else None)
         if c.smoothness_coef > 0:
-            inputs.penalties = self._smoothness(z[:m], z_tilde[:m], actions[:n, -k:].flatten(0, 1))
+            inputs.penalties = self._smoothness(z[:m], z_tilde[:m], last_steps(actions[:n], k))
         # the extra time of this update's attack (and its bookkeeping) beyond the clean latents
         metrics["adversary/attack_ms"] = 1e3 * (time.perf_counter() - start)
         return inputs

@@ -16,6 +16,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def last_steps(x, k: int):
+    """The last k steps of a batch of sequences as rows: (B, T, ...) -> (B·k, ...), row b·k + j being
+    sequence b's step T-k+j (numpy arrays or tensors). The agent's transitions t = S-k .. S-1 are
+    ``last_steps(z[:, :-1], k)`` -> ``last_steps(z, k)`` for latents (B, S+1, L) and ``last_steps(a, k)``
+    for per-transition data (B, S, ...)."""
+    return x[:, -k:].reshape(-1, *x.shape[2:])
+
+
 class SequenceReplayBuffer:
     """Ring buffer of frames and transitions; samples length-(S+1) sequences within episodes."""
 

@@ -29,7 +29,7 @@ from envs.errors import InputError
 from latent_adversary import AdversarialTraining
 from slac import checkpoint
 from slac.agent import SafeSACAgent
-from slac.buffer import SequenceReplayBuffer
+from slac.buffer import SequenceReplayBuffer, last_steps
 from slac.config import Config, from_dict, save_yaml, to_dict
 from slac.latent import LatentModel, to_float
 from slac.logger import Logger
@@ -244,7 +244,7 @@ class Trainer:
         # t = S-k .. S-1, as rows (B·k, ...), no grad; latent_adversary/ perturbs a share (source phase)
         k = self.cfg.agent.sequence_transitions
         x = self.adversary.agent_inputs(b["images"], b["action"], self.counters["step"], transitions=k)
-        last = {key: b[key][:, -k:].flatten(0, 1) for key in ("action", "reward", "cost", "terminated")}
+        last = {key: last_steps(b[key], k) for key in ("action", "reward", "cost", "terminated")}
         metrics = self.agent.update(x.z, last["action"], last["reward"], last["cost"], x.next_z,
                                     last["terminated"], penalties=x.penalties, actor_z=x.actor_z)
         self.counters["updates"] += 1

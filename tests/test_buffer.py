@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+import torch
 
-from slac.buffer import SequenceReplayBuffer
+from slac.buffer import SequenceReplayBuffer, last_steps
 
 
 def fill(buffer: SequenceReplayBuffer, episode_lengths, start_id: int = 0) -> None:
@@ -72,3 +73,11 @@ def test_state_dict_round_trip_samples_identically():
     b = restored.sample(32, np.random.default_rng(3))
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_last_steps_rows_are_sequence_major_for_arrays_and_tensors():
+    x = np.arange(2 * 4 * 3).reshape(2, 4, 3)  # (B=2, T=4, 3): x[b, t] = [12b + 3t, +1, +2]
+    expected = np.array([x[0, 2], x[0, 3], x[1, 2], x[1, 3]])  # row b·k + j = sequence b's step T-k+j
+    assert np.array_equal(last_steps(x, 2), expected)
+    assert torch.equal(last_steps(torch.as_tensor(x), 2), torch.as_tensor(expected))
+    assert last_steps(np.arange(8).reshape(2, 4), 1).tolist() == [3, 7]  # per-step scalars: (B, T) -> (B·k,)
