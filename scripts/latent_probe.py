@@ -65,10 +65,10 @@ class RandomActions(LatentPolicy):
 
 def probe_episode(evaluator: Evaluator, index: int, seed: int, deterministic: bool, variables: list,
                   random_actions: bool = False,
-                  posterior_stats: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  posterior_stats: dict[str, list] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(latents (T-1, Z), states (T-1, V)) of one episode, z_t paired with the state x_t shows;
-    appends each step's (z1 posterior mean, z1 posterior std, z2 draw, z2 transition std) to
-    ``posterior_stats`` if given."""
+    appends each step's value of every key of ``posterior_stats`` (if given; keys of the filter
+    state, e.g. 'z1_mean', 'z1_std', 'z2', 'z2_std') to its list."""
     _, data = evaluator.env.unwrapped.mujoco_handles()
     latents, states_after = [], []
 
@@ -77,9 +77,8 @@ def probe_episode(evaluator: Evaluator, index: int, seed: int, deterministic: bo
         state = step["policy_state"]
         latents.append(state["z"][0].float().cpu().numpy())
         states_after.append([f(data) for _, f in variables])
-        if posterior_stats is not None:
-            keys = ("z1_mean", "z1_std", "z2", "z2_std")
-            posterior_stats.append(tuple(state[k][0].float().cpu().numpy() for k in keys))
+        for key, values in (posterior_stats or {}).items():
+            values.append(state[key][0].float().cpu().numpy())
 
     policy = RandomActions(evaluator, deterministic, episode_seed(seed, index, stream=1)) if random_actions else None
     evaluator.run(index, seed, deterministic=deterministic, on_step=record, policy=policy)
@@ -104,9 +103,8 @@ def ridge_r2(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.nd
     return 1.0 - residual / np.maximum(total, 1e-12)
 
 
-def z1_signal_to_noise(posterior_stats: list[tuple[np.ndarray, ...]]) -> np.ndarray:
-    """Per z1 dimension: Var_t(posterior mean) / E_t(posterior variance)."""
-    means, stds = (np.stack(part) for part in list(zip(*posterior_stats, strict=True))[:2])
+def z1_signal_to_noise(means: np.ndarray, stds: np.ndarray) -> np.ndarray:
+    """Per z1 dimension, from posterior means and stds (T, D): Var_t(mean) / E_t(variance)."""
     return means.var(axis=0) / np.mean(stds**2, axis=0)
 
 
@@ -129,7 +127,7 @@ def main() -> None:
             raise SystemExit(f"{path}: env {evaluator.env_name!r} has no MuJoCo state to probe (dmc-* and sg-* do)")
         model, _ = evaluator.env.unwrapped.mujoco_handles()
         variables = state_variables(model)
-        posterior_stats: list = []
+        posterior_stats: dict[str, list] = {"z1_mean": [], "z1_std": [], "z2": [], "z2_std": []}
         episodes = [probe_episode(evaluator, k, args.seed, not args.stochastic, variables, args.random_actions,
                                   posterior_stats) for k in range(args.episodes)]
         half = args.episodes // 2
@@ -140,14 +138,14 @@ def main() -> None:
               f"z {fit[0].shape[1]}-d)")
         for (name, _), value in zip(variables, r2, strict=True):
             print(f"  R² {name:24s} {value:6.3f}")
-        snr = np.sort(z1_signal_to_noise(posterior_stats))[::-1]
+        post = {key: np.stack(values) for key, values in posterior_stats.items()}  # (steps, D) each
+        snr = np.sort(z1_signal_to_noise(post["z1_mean"], post["z1_std"]))[::-1]
         signal = snr[snr > 1]
         print(f"  z1 posterior: {len(signal)} of {len(snr)} dims with SNR > 1, SNR "
               f"{', '.join(f'{s:.1f}' for s in signal)}; a draw's noise std in those: "
               f"{', '.join(f'{1 / np.sqrt(s):.2f}' for s in signal)} of the signal's")
-        z2, z2_std = (np.stack(part) for part in list(zip(*posterior_stats, strict=True))[2:])
-        print(f"  z2: median transition std {np.median(z2_std):.4f}, median spread of its draws "
-              f"{np.median(z2.std(axis=0)):.3f}")
+        print(f"  z2: median transition std {np.median(post['z2_std']):.4f}, median spread of its draws "
+              f"{np.median(post['z2'].std(axis=0)):.3f}")
 
 
 if __name__ == "__main__":

@@ -384,5 +384,5 @@ def test_latent_probe_signal_to_noise_by_hand():
     from latent_probe import z1_signal_to_noise
 
     # dim 0: means 0, 2 (variance 1), stds 1, 1 → 1; dim 1: means 1, 1, stds 0.5, 1.5 → 0 / 1.25 = 0
-    stats = [(np.array([0.0, 1.0]), np.array([1.0, 0.5])), (np.array([2.0, 1.0]), np.array([1.0, 1.5]))]
-    assert z1_signal_to_noise(stats) == pytest.approx([1.0, 0.0])
+    means, stds = np.array([[0.0, 1.0], [2.0, 1.0]]), np.array([[1.0, 0.5], [1.0, 1.5]])  # (steps, dims)
+    assert z1_signal_to_noise(means, stds) == pytest.approx([1.0, 0.0])
