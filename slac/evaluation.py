@@ -32,7 +32,7 @@ import envs
 from envs.errors import InputError
 from latent_adversary import make_online_attack
 from slac import checkpoint as checkpoints
-from slac.rollout import LatentPolicy, run_episode
+from slac.rollout import LatentPolicy, episode_stats, run_episode
 from slac.run import RunRequest, env_for
 from slac.trainer import (
     build_learner,
@@ -237,7 +237,7 @@ def summarize(results: list[EpisodeResult], budget: float) -> dict:
     returns = np.array([r.episode_return for r in results], dtype=np.float64)
     costs = np.array([r.episode_cost for r in results], dtype=np.float64)
     return {"episodes": len(results), "budget": float(budget),
-            "return": _stats(returns), "cost": _stats(costs, floor=0.0),
+            "return": episode_stats(returns), "cost": episode_stats(costs, floor=0.0),
             "length": {"mean": float(np.mean([r.length for r in results]))},
             "violation_rate": float(np.mean(costs > budget)),
             "per_episode": [_episode_record(r, budget) for r in results]}
@@ -249,20 +249,6 @@ def _episode_record(r: EpisodeResult, budget: float) -> dict:
     if r.attack_objective_moved is not None:
         record["attack_objective_moved"] = r.attack_objective_moved
     return record
-
-
-def _stats(x: np.ndarray, floor: float = -math.inf) -> dict:
-    """Mean, sample std and 95 % t-interval of the mean, the interval cut at ``floor`` (a bound the
-    mean is known to respect, e.g. 0 for costs: cutting there keeps every mean the interval held)."""
-    n = len(x)
-    mean = float(x.mean())
-    if n < 2:
-        return {"mean": mean, "std": 0.0, "ci95": None}
-    from scipy.stats import t  # scipy comes with dm-control
-
-    std = float(x.std(ddof=1))
-    half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-    return {"mean": mean, "std": std, "ci95": [max(mean - half, floor), mean + half]}
 
 
 # ---------------------------------------------------------------------------------- presentation

@@ -33,7 +33,7 @@ from slac.buffer import SequenceReplayBuffer, last_steps
 from slac.config import Config, from_dict, save_yaml, to_dict
 from slac.latent import LatentModel, to_float
 from slac.logger import Logger
-from slac.rollout import LatentPolicy, run_episode
+from slac.rollout import LatentPolicy, episode_stats, run_episode
 
 PHASES = ("source", "target")
 # fields of the model config that fix parameter shapes: a checkpoint must agree on all of them
@@ -290,9 +290,9 @@ class Trainer:
         returns = np.array([r.episode_return for r in results])
         costs = np.array([r.episode_cost for r in results])
         budget = self.agent.budget_per_episode
-        ddof = 1 if len(results) > 1 else 0  # sample std, as evaluate.py reports
-        return {"eval/return": returns.mean(), "eval/return_std": returns.std(ddof=ddof), "eval/cost": costs.mean(),
-                "eval/cost_std": costs.std(ddof=ddof), "eval/violation_rate": float((costs > budget).mean()),
+        ret, cost = episode_stats(returns), episode_stats(costs, floor=0.0)  # as evaluate.py reports them
+        return {"eval/return": ret["mean"], "eval/return_std": ret["std"], "eval/cost": cost["mean"],
+                "eval/cost_std": cost["std"], "eval/violation_rate": float((costs > budget).mean()),
                 "eval/budget": budget}
 
     # ------------------------------------------------------------------- loop
