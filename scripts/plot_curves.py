@@ -1,10 +1,11 @@
 """Plot learning curves (evaluation return and cost against agent steps) from run directories.
 
     python scripts/plot_curves.py RUN_DIR [RUN_DIR ...] --out docs/curves.png [--random-return X]
-        [--zero-return X] [--budget B] [--title TEXT]
+        [--zero-return X] [--budget B] [--max-step N] [--title TEXT]
 
-Each run's ``metrics.jsonl`` is read; ``eval/return`` and ``eval/cost`` are drawn per run and as
-the mean over runs. Prints a table of the final evaluation of each run and their mean.
+Each run's ``metrics.jsonl`` is read; ``eval/return`` and ``eval/cost`` are drawn per run, up to
+agent step N if given (e.g. a preset's end, for runs continued past it). Prints a table of each
+run's last drawn evaluation and their mean over runs.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import numpy as np  # noqa: E402
 from slac.logger import read_metrics  # noqa: E402
 
 
-def eval_curve(run: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
-    records = [r for r in read_metrics(run / "metrics.jsonl") if key in r]
+def eval_curve(run: Path, key: str, max_step: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    records = [r for r in read_metrics(run / "metrics.jsonl") if key in r and r["step"] <= max_step]
     return np.array([r["step"] for r in records]), np.array([r[key] for r in records], dtype=float)
 
 
@@ -33,18 +34,20 @@ def main() -> None:
     p.add_argument("--random-return", type=float, help="a random policy's mean return, drawn as a line")
     p.add_argument("--zero-return", type=float, help="the mean return of always acting 0, drawn as a line")
     p.add_argument("--budget", type=float, help="episode cost budget, drawn as a line")
+    p.add_argument("--max-step", type=int, help="draw evaluations up to this agent step only")
     p.add_argument("--title", default="")
     args = p.parse_args()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     print(f"{'run':40s} {'step':>8s} {'return':>10s} {'cost':>8s}")
     finals = []
+    max_step = np.inf if args.max_step is None else args.max_step
     for run in args.runs:
         for ax, key in zip(axes, ("eval/return", "eval/cost"), strict=True):
-            steps, values = eval_curve(run, key)
+            steps, values = eval_curve(run, key, max_step)
             ax.plot(steps, values, marker="o", ms=3, label=run.name)
-        steps, ret = eval_curve(run, "eval/return")
-        _, cost = eval_curve(run, "eval/cost")
+        steps, ret = eval_curve(run, "eval/return", max_step)
+        _, cost = eval_curve(run, "eval/cost", max_step)
         finals.append((ret[-1], cost[-1]))
         print(f"{str(run):40s} {steps[-1]:8d} {ret[-1]:10.2f} {cost[-1]:8.2f}")
     mean = np.mean(finals, axis=0)
