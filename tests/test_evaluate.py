@@ -386,3 +386,18 @@ def test_latent_probe_signal_to_noise_by_hand():
     # dim 0: means 0, 2 (variance 1), stds 1, 1 → 1; dim 1: means 1, 1, stds 0.5, 1.5 → 0 / 1.25 = 0
     means, stds = np.array([[0.0, 1.0], [2.0, 1.0]]), np.array([[1.0, 0.5], [1.0, 1.5]])  # (steps, dims)
     assert z1_signal_to_noise(means, stds) == pytest.approx([1.0, 0.0])
+
+
+def test_critic_check_returns_by_hand_and_windows_match_the_online_filter(evaluator):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import critic_check
+
+    # tail mean 1 (all three values) goes on for ever: 1 / (1 - 0.5) = 2 after the last step
+    assert critic_check.completed_returns(np.array([1.0, 0.0, 2.0]), 0.5) == pytest.approx(
+        [1 + 0.5 * 0 + 0.25 * 2 + 0.125 * 2, 0 + 0.5 * 2 + 0.25 * 2, 2 + 0.5 * 2])
+    episode = critic_check.episode_predictions(evaluator, 0, seed=1)
+    # a window that starts at the episode's first frame is the online filter's whole history
+    for h in (1, 3):
+        qc = critic_check.short_history_qc(evaluator, episode, h)
+        assert len(qc) == len(episode["qc"]) - h + 1
+        assert qc[0] == pytest.approx(episode["qc"][h - 1], rel=1e-4, abs=1e-4)
