@@ -17,6 +17,8 @@ filter; a latent attack perturbs the z the actor sees at each step and is not ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from envs.errors import InputError, unknown
@@ -81,7 +83,7 @@ def _sequence_latents(model, images: torch.Tensor, actions: torch.Tensor, index:
 
 def attack_image_sequence(model, agent, images: torch.Tensor, actions: torch.Tensor, epsilon: float,
                           objective: str, steps: int, step_size: float | None = None,
-                          index: tuple[int, ...] = (-2,), critic_input: str = "clean",
+                          index: Sequence[int] = (-2,), critic_input: str = "clean",
                           random: bool = False) -> torch.Tensor:
     """Perturbed sequences (N, S+1, C, H, W) in the pixel ball, maximising the objective summed over
     the filtered latents z_t at ``index`` (by default z_{S-1}, the state the agent learns from).

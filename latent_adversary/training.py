@@ -84,7 +84,7 @@ class AdversarialTraining:
     def _rows(self, batch_size: int, epsilon: float) -> int:
         return round(self.cfg.fraction * batch_size) if self.active and epsilon > 0 else 0
 
-    def _attack_images(self, images, actions, epsilon: float, index: tuple[int, ...]) -> torch.Tensor:
+    def _attack_images(self, images, actions, epsilon: float, index: list[int]) -> torch.Tensor:
         c = self.cfg
         return attack_image_sequence(self.model, self.agent, images, actions, epsilon, c.objective, c.steps,
                                      c.step_size, index=index, critic_input=c.critic_input,
@@ -131,7 +131,7 @@ class AdversarialTraining:
                     z_clean = _latents(self.model.filter_sequence(features, actions, sample))
                 start = time.perf_counter()  # the attack's extra time starts after the clean latents
                 with _fork_rng(images.device):  # the one model.latents would draw without an adversary
-                    images_adv = self._attack_images(images[:n], actions[:n], epsilon, tuple(index))
+                    images_adv = self._attack_images(images[:n], actions[:n], epsilon, index)
                 features = features.clone()
                 features[:n] = self.model.encode(images_adv)
                 z_adv = _latents(self.model.filter_sequence(features, actions, sample))  # same noise as z_clean

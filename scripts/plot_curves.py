@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 from slac.logger import read_metrics  # noqa: E402
 
 
-def eval_curve(run: Path, key: str, max_step: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
-    records = [r for r in read_metrics(run / "metrics.jsonl") if key in r and r["step"] <= max_step]
+def eval_curve(records: list[dict], key: str, max_step: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    records = [r for r in records if key in r and r["step"] <= max_step]
     return np.array([r["step"] for r in records]), np.array([r[key] for r in records], dtype=float)
 
 
@@ -43,11 +43,11 @@ def main() -> None:
     finals = []
     max_step = np.inf if args.max_step is None else args.max_step
     for run in args.runs:
-        for ax, key in zip(axes, ("eval/return", "eval/cost"), strict=True):
-            steps, values = eval_curve(run, key, max_step)
-            ax.plot(steps, values, marker="o", ms=3, label=run.name)
-        steps, ret = eval_curve(run, "eval/return", max_step)
-        _, cost = eval_curve(run, "eval/cost", max_step)
+        records = read_metrics(run / "metrics.jsonl")
+        steps, ret = eval_curve(records, "eval/return", max_step)
+        cost_steps, cost = eval_curve(records, "eval/cost", max_step)
+        axes[0].plot(steps, ret, marker="o", ms=3, label=run.name)
+        axes[1].plot(cost_steps, cost, marker="o", ms=3, label=run.name)
         finals.append((ret[-1], cost[-1]))
         print(f"{str(run):40s} {steps[-1]:8d} {ret[-1]:10.2f} {cost[-1]:8.2f}")
     mean = np.mean(finals, axis=0)
