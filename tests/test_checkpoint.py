@@ -39,6 +39,7 @@ def test_pickled_code_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"", b"not a zip", pickle.dumps({"a": 1})])
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch warns about the raw pickle we feed it
 def test_corrupt_or_foreign_files_are_one_clear_error(tmp_path, content):
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
