@@ -4,7 +4,7 @@
                     [--config FILE] [--set key=value ...] [--seed N] [--steps N]
                     [--device auto|cpu|cuda] --out DIR
     python train.py --phase target --shift NAME | --env NAME --checkpoint RUN_DIR_OR_FILE [...] --out DIR
-    python train.py --resume DIR [--steps N]
+    python train.py --resume DIR [--steps N] [--set train.threads=N]   (the run keeps its saved config)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunRequest, bool]:
     p.add_argument("--steps", type=int, help="agent steps of this phase (train.steps)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", help="run directory")
-    p.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its directory")
+    p.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its directory (its saved config; only --steps and --set train.threads=N may change)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     progress = not args.no_progress

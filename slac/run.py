@@ -42,10 +42,31 @@ def env_for(request: RunRequest) -> str:
     return request.env
 
 
+# What a resumed run may change: how it runs, not what it computes (and --steps, to extend it).
+RESUME_SETTABLE = ("train.threads",)
+
+
+def _check_resume_request(request: RunRequest) -> None:
+    """A resumed run keeps its config: options that would change it are errors, not ignored."""
+    fixed = {"--env": request.env, "--shift": request.shift, "--checkpoint": request.checkpoint,
+             "--preset": request.preset, "--config": request.config_files or None, "--seed": request.seed,
+             "--device": request.device, "--out": request.out}
+    given = [flag for flag, value in fixed.items() if value is not None]
+    if given:
+        raise InputError(f"--resume continues a run with its saved config; {', '.join(given)} cannot be "
+                         f"given with it (only --steps and --set {'|'.join(RESUME_SETTABLE)}=...)")
+    for item in request.sets:
+        key = item.split("=", 1)[0]
+        if key not in RESUME_SETTABLE:
+            raise InputError(f"--set {key} cannot change on --resume (it would change the run); "
+                             f"settable on --resume: {', '.join(RESUME_SETTABLE)}")
+
+
 def make_trainer(request: RunRequest, progress: bool = True) -> Trainer:
     if request.resume:
+        _check_resume_request(request)
         state = checkpoint.load(request.resume)
-        cfg = load_config_of(state)
+        cfg = config.resolve(sets=request.sets, base=config.to_dict(load_config_of(state)))
         if request.steps is not None:  # allow extending a finished run
             cfg.train.steps = request.steps
         return Trainer(cfg, Path(request.resume), state["phase"], resume_from=state, progress=progress)

@@ -1,6 +1,7 @@
 """End-to-end: smoke source run → checkpoint → smoke target run; resume; bad input."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from envs.errors import InputError
-from slac import checkpoint
+from slac import checkpoint, config
 from slac.logger import read_metrics
 from slac.run import RunRequest, make_trainer
 
@@ -99,6 +100,20 @@ def test_interrupted_run_resumes_with_its_counters_and_weights(tmp_path):
     assert final["counters"]["updates"] > saved["counters"]["updates"]
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
     assert steps == sorted(steps), "metrics went back in time after resuming"
+
+
+def test_resume_changes_only_what_does_not_change_the_run(source_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(source_run[0], out)
+    saved = checkpoint.load(out)["config"]
+    resumed = make_trainer(RunRequest(resume=str(out), sets=["train.threads=1"]), progress=False)
+    assert resumed.cfg.train.threads == 1
+    saved["train"]["threads"] = 1
+    assert config.to_dict(resumed.cfg) == saved
+    with pytest.raises(InputError, match="agent.lr cannot change on --resume.*train.threads"):
+        make_trainer(RunRequest(resume=str(out), sets=["agent.lr=1e-3"]), progress=False)
+    with pytest.raises(InputError, match="--seed, --out cannot be given"):
+        make_trainer(RunRequest(resume=str(out), seed=5, out=str(tmp_path / "other")), progress=False)
 
 
 def test_stop_during_model_pretraining_saves_and_resume_finishes_it(tmp_path):
