@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunRequest, bool]:
     p.add_argument("--steps", type=int, help="agent steps of this phase (train.steps)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", help="run directory")
-    p.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its directory (its saved config; only --steps and --set train.threads=N may change)")
+    p.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its directory (its saved "
+                   "config; only --steps and --set train.threads=N may change)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     progress = not args.no_progress
