@@ -8,7 +8,7 @@ from pathlib import Path
 import envs
 from envs.errors import InputError, unknown
 from slac import checkpoint, config
-from slac.trainer import Trainer, load_config_of
+from slac.trainer import Trainer
 
 
 @dataclass
@@ -66,7 +66,7 @@ def make_trainer(request: RunRequest, progress: bool = True) -> Trainer:
     if request.resume:
         _check_resume_request(request)
         state = checkpoint.load(request.resume)
-        cfg = config.resolve(sets=request.sets, base=config.to_dict(load_config_of(state)))
+        cfg = config.resolve(sets=request.sets, base=state["config"])  # the saved config, --set on top
         if request.steps is not None:  # allow extending a finished run
             cfg.train.steps = request.steps
         return Trainer(cfg, Path(request.resume), state["phase"], resume_from=state, progress=progress)
