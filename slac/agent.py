@@ -125,6 +125,10 @@ class SafeSACAgent(nn.Module):
                            "alpha": adam([self.log_alpha])}
 
     @property
+    def cost_tau(self) -> float:
+        return self.cfg.tau if self.cfg.cost_tau is None else self.cfg.cost_tau
+
+    @property
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp().detach()
 
@@ -201,7 +205,7 @@ class SafeSACAgent(nn.Module):
         self._step("alpha", loss_alpha, [self.log_alpha], clip)
 
         soft_update(self.critic_target, self.critic, self.cfg.tau)
-        soft_update(self.cost_critic_target, self.cost_critic, self.cfg.tau)
+        soft_update(self.cost_critic_target, self.cost_critic, self.cost_tau)
         scalars = {"loss/critic": loss_critic, "loss/cost_critic": loss_cost_critic, "loss/actor": loss_actor,
                    "loss/alpha": loss_alpha, "train/alpha": self.alpha, "train/lambda": lam,
                    "train/entropy": entropy, "train/q": q1.mean(), "train/qc": qc.mean(),

@@ -68,6 +68,8 @@ class AgentConfig:
     gamma_c: float = 0.995
     # soft target update coefficient
     tau: float = 5e-3
+    # the cost critic's own soft target update coefficient; null means tau (Safe SLAC: one tau for all)
+    cost_tau: float | None = None
     # initial entropy weight alpha (Safe SLAC: 4e-3)
     init_alpha: float = 4e-3
     # target entropy; null means -action_dim
@@ -355,7 +357,9 @@ def validate(cfg: Config) -> None:
     for key in nonneg:
         if not flat[key] >= 0:
             raise InputError(f"config key {key!r} must be >= 0, got {flat[key]!r}")
-    for key in ("agent.gamma", "agent.gamma_c", "agent.tau", "adversary.fraction"):
+    for key in ("agent.gamma", "agent.gamma_c", "agent.tau", "agent.cost_tau", "adversary.fraction"):
+        if key == "agent.cost_tau" and flat[key] is None:
+            continue
         if not 0 <= flat[key] <= 1:
             raise InputError(f"config key {key!r} must be in [0, 1], got {flat[key]!r}")
     if cfg.adversary.steps < 1:

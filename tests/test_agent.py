@@ -111,8 +111,9 @@ def test_soft_update():
         torch.testing.assert_close(p, e)
 
 
-def test_update_moves_what_it_should_and_targets_by_tau():
-    agent = tiny_agent()
+@pytest.mark.parametrize("cost_tau", [None, 0.3])
+def test_update_moves_what_it_should_and_targets_by_tau(cost_tau):
+    agent = tiny_agent(cost_tau=cost_tau)
     frozen = copy.deepcopy(agent)
     metrics = agent.update(*transitions())
     for key in ("loss/critic", "loss/cost_critic", "loss/actor", "loss/alpha", "train/alpha", "train/lambda",
@@ -122,8 +123,9 @@ def test_update_moves_what_it_should_and_targets_by_tau():
         moved = [not torch.equal(a, b) for a, b in zip(getattr(agent, name).parameters(),
                                                         getattr(frozen, name).parameters(), strict=True)]
         assert any(moved), f"{name} did not move"
-    tau = agent.cfg.tau
+    taus = {"critic": agent.cfg.tau, "cost_critic": agent.cfg.tau if cost_tau is None else cost_tau}
     for target, source in (("critic_target", "critic"), ("cost_critic_target", "cost_critic")):
+        tau = taus[source]
         for t, t0, s in zip(getattr(agent, target).parameters(), getattr(frozen, target).parameters(),
                             getattr(agent, source).parameters(), strict=True):
             torch.testing.assert_close(t, (1 - tau) * t0 + tau * s)
