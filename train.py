@@ -24,7 +24,8 @@ except ValueError as error:  # envs.InputError at import: the MuJoCo rendering b
 
 def parse_args(argv: list[str] | None = None) -> tuple[RunRequest, bool]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--phase", choices=["source", "target"], default="source")
+    p.add_argument("--phase", choices=["source", "target"],
+                   help="source (default) or target; not with --resume, which keeps the run's phase")
     p.add_argument("--env", help="env name (python -m envs --list)")
     p.add_argument("--shift", help="shift name: its source env in the source phase, its target env in "
                    "the target phase")

@@ -114,6 +114,10 @@ def test_resume_changes_only_what_does_not_change_the_run(source_run, tmp_path):
         make_trainer(RunRequest(resume=str(out), sets=["agent.lr=1e-3"]), progress=False)
     with pytest.raises(InputError, match="--seed, --out cannot be given"):
         make_trainer(RunRequest(resume=str(out), seed=5, out=str(tmp_path / "other")), progress=False)
+    with pytest.raises(InputError, match="--phase cannot be given"):
+        make_trainer(RunRequest(resume=str(out), phase="target"), progress=False)
+    with pytest.raises(InputError, match="--set expects key=value"):
+        make_trainer(RunRequest(resume=str(out), sets=["train.threads"]), progress=False)
 
 
 def test_stop_during_model_pretraining_saves_and_resume_finishes_it(tmp_path):
