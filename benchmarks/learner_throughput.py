@@ -4,7 +4,8 @@
                                             [--sequence-transitions 1]
 
 Two variants are measured side by side: Safe SLAC's float32 settings (the defaults), and the same
-with the encoder/decoder convolutions under bfloat16 autocast (``model.bf16_convs=true``).
+with the encoder/decoder convolutions under bfloat16 autocast (``model.bf16_convs=true``), the
+latter only where the device has native bfloat16 (elsewhere the setting runs as float32).
 Measures, in one run: model updates/s (batch 32 sequences of 11 frames, 64x64, image noise 0.4),
 agent updates/s (batch 64: latents filtered from 64 sequences, then one SAC-Lagrangian step on
 the last transition of each; with ``--sequence-transitions K`` also, side by side, on the last K
@@ -26,6 +27,7 @@ from slac.agent import SafeSACAgent
 from slac.buffer import SequenceReplayBuffer, last_steps
 from slac.config import Config
 from slac.latent import LatentModel, to_float
+from slac.networks import native_bf16
 
 
 def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
@@ -76,7 +78,12 @@ def main() -> None:
     peak = matmul_peak_gflops(device)
     print(f"device: {device}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
     results = {}
-    for variant, bf16 in (("float32", False), ("bf16 convs", True)):
+    variants = [("float32", False)]
+    if native_bf16(device.type):
+        variants.append(("bf16 convs", True))
+    else:  # model.bf16_convs would run as float32 here (slac/networks.py)
+        print(f"[bf16 convs] not measured: this {device.type} has no native bfloat16 convolutions")
+    for variant, bf16 in variants:
         results[variant] = measure(args, device, bf16)
         model_rate, agent_rate, iteration_rate, agent_rate_k = results[variant]
         print(f"[{variant}] model updates/s: {model_rate:.3f}  agent updates/s: {agent_rate:.3f}  "

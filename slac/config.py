@@ -43,8 +43,10 @@ class ModelConfig:
     lr: float = 1e-4
     # global gradient-norm clip for the model
     grad_clip_norm: float = 40.0
-    # run encoder/decoder convolutions under bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX
-    # and on GPUs; weights, optimiser and losses stay float32). Off in Safe SLAC's settings.
+    # run encoder/decoder convolutions under bfloat16 autocast where the device has native bf16 (CPUs
+    # with AVX512/AMX, GPUs: ~2x faster convolutions; weights, optimiser and losses stay float32);
+    # elsewhere they run in float32 with a warning (emulated bf16 is ~10x slower on an AVX2-only CPU).
+    # Off in Safe SLAC's settings.
     bf16_convs: bool = False
 
 

@@ -7,7 +7,9 @@ LeakyReLU(0.2) in the decoder and in the actor/critics, Xavier-uniform weights a
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import torch
 from einops import rearrange
@@ -75,10 +77,32 @@ def check_image_size(image_shape: tuple[int, ...]) -> None:
                          f"(e.g. 64x64, Safe SLAC's size); got {tuple(image_shape)}")
 
 
+@functools.cache
+def native_bf16(device_type: str) -> bool:
+    """Whether bfloat16 convolutions are fast on this machine: a GPU with bf16 support, or a CPU that
+    oneDNN runs bf16 on natively (AVX512 or AMX). Without it oneDNN emulates bf16, ~10x slower than
+    float32 (measured on an AVX2-only AMD EPYC, docs/performance.md)."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+@functools.cache
+def _warn_bf16_not_native(device_type: str) -> None:
+    warnings.warn(f"model.bf16_convs is set but this {device_type} has no native bfloat16 convolutions; "
+                  "they run in float32 (emulated bf16 would be ~10x slower)", stacklevel=3)
+
+
 class ConvNet(nn.Module):
     """Runs ``self.net`` in channels-last layout (faster oneDNN kernels on CPU, same numbers) and,
-    when ``bf16`` is set, under bfloat16 autocast (about 2x faster convolutions on CPUs with
-    AVX512-BF16 or AMX; the parameters, the optimiser and the losses stay float32)."""
+    when ``bf16`` is set and the device has native bfloat16 (``native_bf16``), under bfloat16
+    autocast (about 2x faster convolutions on CPUs with AVX512-BF16 or AMX; the parameters, the
+    optimiser and the losses stay float32). Elsewhere a requested bf16 runs as float32, with a warning."""
 
     net: nn.Sequential
 
@@ -86,9 +110,15 @@ class ConvNet(nn.Module):
         super().__init__()
         self.bf16 = bf16
 
+    def uses_bf16(self, device: torch.device) -> bool:
+        if self.bf16 and not native_bf16(device.type):
+            _warn_bf16_not_native(device.type)
+            return False
+        return self.bf16
+
     def run(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16(x.device)):
             return self.net(x).float()
 
 

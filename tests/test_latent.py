@@ -188,3 +188,23 @@ def test_state_dict_round_trip_restores_everything_bitwise():
         a = model.filter_sequence(model.encode(data[0]), data[1], sample=False)["z2"]
         b = clone.filter_sequence(clone.encode(data[0]), data[1], sample=False)["z2"]
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_convs_run_in_bf16_only_where_native(monkeypatch, native):
+    from slac import networks
+    monkeypatch.setattr(networks, "native_bf16", lambda device_type: native)
+    networks._warn_bf16_not_native.cache_clear()  # it warns once per process
+    torch.manual_seed(0)
+    fp32, bf16 = networks.Encoder(SHAPE, 8, bf16=False), networks.Encoder(SHAPE, 8, bf16=True)
+    bf16.load_state_dict(fp32.state_dict())
+    x = torch.rand(4, *SHAPE)
+    if native:
+        out = bf16(x)
+        assert out.dtype == torch.float32
+        assert not torch.equal(out, fp32(x))  # bf16 rounding changed the numbers
+        torch.testing.assert_close(out, fp32(x), atol=0.05, rtol=0.05)
+    else:
+        with pytest.warns(UserWarning, match="no native bfloat16"):
+            out = bf16(x)
+        torch.testing.assert_close(out, fp32(x), atol=0, rtol=0)
