@@ -279,11 +279,17 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def _parse_set(item: str) -> dict:
-    """'agent.lr=3e-4' -> {'agent': {'lr': 3e-4}} (value parsed as YAML)."""
+def split_set(item: str) -> tuple[str, str]:
+    """'agent.lr=3e-4' -> ('agent.lr', '3e-4'); an item without '=' is an InputError."""
     if "=" not in item:
         raise InputError(f"--set expects key=value (e.g. agent.lr=3e-4), got {item!r}")
     key, raw = item.split("=", 1)
+    return key, raw
+
+
+def _parse_set(item: str) -> dict:
+    """'agent.lr=3e-4' -> {'agent': {'lr': 3e-4}} (value parsed as YAML)."""
+    key, raw = split_set(item)
     value = yaml.safe_load(raw) if raw else ""
     if key.startswith("env_overrides."):
         return {"env_overrides": {key.split(".", 1)[1]: value}}
@@ -360,9 +366,7 @@ def validate(cfg: Config) -> None:
         if not flat[key] >= 0:
             raise InputError(f"config key {key!r} must be >= 0, got {flat[key]!r}")
     for key in ("agent.gamma", "agent.gamma_c", "agent.tau", "agent.cost_tau", "adversary.fraction"):
-        if key == "agent.cost_tau" and flat[key] is None:
-            continue
-        if not 0 <= flat[key] <= 1:
+        if flat[key] is not None and not 0 <= flat[key] <= 1:  # None: an optional key left unset
             raise InputError(f"config key {key!r} must be in [0, 1], got {flat[key]!r}")
     if cfg.adversary.steps < 1:
         raise InputError(f"config key 'adversary.steps' must be >= 1, got {cfg.adversary.steps}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import envs
@@ -36,7 +36,7 @@ def env_for(request: RunRequest) -> str:
         if request.shift not in envs.SHIFTS:
             raise unknown("shift", request.shift, envs.SHIFTS)
         shift = envs.SHIFTS[request.shift]
-        return shift.target if request.phase == "target" else shift.source
+        return shift.source if request.phase == "source" else shift.target
     if request.env not in envs.names():
         raise unknown("env", request.env, envs.names())
     return request.env
@@ -57,9 +57,7 @@ def _check_resume_request(request: RunRequest) -> None:
         raise InputError(f"--resume continues a run with its saved config; {', '.join(given)} cannot be "
                          f"given with it (only --steps and --set {'|'.join(RESUME_SETTABLE)}=...)")
     for item in request.sets:
-        if "=" not in item:
-            raise InputError(f"--set expects key=value (e.g. train.threads=2), got {item!r}")
-        key = item.split("=", 1)[0]
+        key, _ = config.split_set(item)
         if key not in RESUME_SETTABLE:
             raise InputError(f"--set {key} cannot change on --resume (it would change the run); "
                              f"settable on --resume: {', '.join(RESUME_SETTABLE)}")
@@ -74,9 +72,9 @@ def make_trainer(request: RunRequest, progress: bool = True) -> Trainer:
             cfg.train.steps = request.steps
         return Trainer(cfg, Path(request.resume), state["phase"], resume_from=state, progress=progress)
 
-    phase = request.phase or "source"
-    if phase not in ("source", "target"):
-        raise InputError(f"unknown phase {phase!r}; valid: source, target")
+    request = replace(request, phase=request.phase or "source")  # a new run: source by default
+    if request.phase not in ("source", "target"):
+        raise InputError(f"unknown phase {request.phase!r}; valid: source, target")
     if request.out is None:
         raise InputError("--out DIR is required (the run directory for config, checkpoints and logs)")
     out = Path(request.out)
@@ -86,7 +84,7 @@ def make_trainer(request: RunRequest, progress: bool = True) -> Trainer:
     env_name = env_for(request)
     init_state = None
     base: dict = {}
-    if phase == "target":
+    if request.phase == "target":
         if request.checkpoint is None:
             raise InputError("--phase target needs --checkpoint RUN_DIR_OR_FILE (a source run to fine-tune)")
         init_state = checkpoint.load(request.checkpoint)
@@ -102,4 +100,4 @@ def make_trainer(request: RunRequest, progress: bool = True) -> Trainer:
     if request.device is not None:
         sets.append(f"device={request.device}")
     cfg = config.resolve(request.preset, request.config_files, sets, base=base)
-    return Trainer(cfg, out, phase, init_from=init_state, progress=progress)
+    return Trainer(cfg, out, request.phase, init_from=init_state, progress=progress)
