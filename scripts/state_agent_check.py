@@ -1,14 +1,17 @@
 """The project's SAC-Lagrangian agent on the cartpole's true state instead of a latent state.
 
     python scripts/state_agent_check.py [--env dmc-cartpole-tilted] [--preset cpu-small] [--set key=value ...]
-                                        [--episodes 60] [--seed 0] [--velocity-noise F]
+                                        [--episodes 60] [--seed 0] [--velocity-noise F] [--updates-per-step K]
+                                        [--final-episodes N]
 
 A diagnostic that separates the agent from the representation: ``slac.agent.SafeSACAgent`` with a
 preset's agent settings learns from (cart x, cos θ, sin θ, cart speed, pole speed) read from the
 simulator, with the same budget, λ update (once per episode) and action repeat as a pixel run.
 8 random episodes first, then per episode: one stochastic episode, λ updated from its cost, one
-agent update (batch ``agent.batch_size``) per agent step of it. Every 4th episode prints the
-training episode's return/cost and one deterministic evaluation episode's (seed 999).
+agent update (batch ``agent.batch_size``) per agent step of it (K with ``--updates-per-step K``).
+Every 4th episode prints the training episode's return/cost and one deterministic evaluation
+episode's (seed 999);
+``--final-episodes N`` ends with the mean return and cost of N deterministic episodes.
 If this learns and the pixel run does not, look at the latent model.
 
 ``--velocity-noise F`` blurs the two speeds as a latent state that holds them only partly would:
@@ -44,6 +47,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--velocity-noise", type=float, default=0.0, metavar="F",
                    help="noise on the speeds the agent sees, in units of their std under random actions")
+    p.add_argument("--updates-per-step", type=int, default=1, metavar="K",
+                   help="agent updates per agent step of each episode (1: a pixel run's updates_per_step 1.0)")
+    p.add_argument("--final-episodes", type=int, default=0, metavar="N",
+                   help="after training, N deterministic episodes (seeds 1000..): mean return and cost")
     args = p.parse_args()
     if not args.env.startswith("dmc-cartpole"):
         p.error("--env must be a dmc-cartpole-* env (the state read here is the cartpole's)")
@@ -91,7 +98,7 @@ def main() -> None:
     for k in range(args.episodes):
         ret, episode_cost = episode(act(False), seed=100 + k)
         agent.update_lagrange(episode_cost)
-        for _ in range(steps):
+        for _ in range(steps * args.updates_per_step):
             i = rng.integers(0, size, cfg.agent.batch_size)
             metrics = agent.update(seen(z[i]), *(torch.as_tensor(a[i]) for a in (action, reward, cost)),
                                    seen(next_z[i]), torch.zeros(cfg.agent.batch_size))
@@ -99,7 +106,13 @@ def main() -> None:
             eval_return, eval_cost = episode(act(True), seed=999, store=False)
             print(f"episode {k + 1:3d}: train {ret:6.0f} / {episode_cost:5.0f}  eval {eval_return:6.0f} / "
                   f"{eval_cost:5.0f}  lambda {agent.lagrangian.value:.3f}  alpha {metrics['train/alpha']:.3f}  "
-                  f"entropy {metrics['train/entropy']:.2f}", flush=True)
+                  f"entropy {metrics['train/entropy']:.2f}  Q {metrics['train/q']:.0f}  Qc {metrics['train/qc']:.0f}",
+                  flush=True)
+    if args.final_episodes:
+        final = np.array([episode(act(True), seed=1000 + k, store=False) for k in range(args.final_episodes)])
+        over = (final[:, 1] > agent.budget_per_episode).mean()
+        print(f"final ({args.final_episodes} deterministic episodes): return {final[:, 0].mean():.1f}, "
+              f"cost {final[:, 1].mean():.1f} (max {final[:, 1].max():.0f}), over budget {100 * over:.0f} %")
 
 
 if __name__ == "__main__":

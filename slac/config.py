@@ -152,6 +152,9 @@ class TrainConfig:
     buffer_size: int = 200_000
     # gradient updates (one model + one agent) per agent step
     updates_per_step: float = 1.0
+    # agent updates after each model update (Safe SLAC: 1); each samples its own batch of sequences.
+    # More lets the critics' values propagate further per model update (docs/results.md, "state agent")
+    agent_updates_per_model_update: int = 1
     # agent steps collected between bursts of updates (Safe SLAC: 100)
     update_every: int = 100
     # agent steps between evaluations (Safe SLAC: 25,000 simulator steps)
@@ -355,7 +358,7 @@ def validate(cfg: Config) -> None:
                 "model.sequence_length", "model.batch_size", "model.lr", "agent.batch_size",
                 "agent.lr", "agent.lagrange_min", "train.steps", "train.buffer_size", "train.update_every",
                 "train.eval_episodes", "train.log_interval", "train.checkpoint_interval",
-                "train.eval_interval"]
+                "train.eval_interval", "train.agent_updates_per_model_update"]
     for key in positive:
         if not flat[key] > 0:
             raise InputError(f"config key {key!r} must be > 0, got {flat[key]!r}")

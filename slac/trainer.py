@@ -250,6 +250,11 @@ class Trainer:
         self.counters["updates"] += 1
         return {**metrics, **x.metrics}
 
+    def _record(self, metrics: dict[str, float]) -> None:
+        """Stop on a non-finite metric, else add the metrics to the next log record's averages."""
+        self._check_finite(metrics)
+        self.logger.accumulate(metrics)
+
     def _check_finite(self, metrics: dict[str, float]) -> None:
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
@@ -275,9 +280,7 @@ class Trainer:
                 if self._stop_signal is not None:
                     self.logger.write(self.counters["step"])
                     return False
-                metrics = self.update_model()
-                self._check_finite(metrics)
-                self.logger.accumulate(metrics)
+                self._record(self.update_model())
             self.logger.write(self.counters["step"])
         self.counters["pretrained"] = True
         return True
@@ -374,9 +377,9 @@ class Trainer:
                     self._update_credit += cfg.update_every * cfg.updates_per_step
                     while self._update_credit >= 1:
                         self._update_credit -= 1
-                        metrics = {**self.update_model(), **self.update_agent()}
-                        self._check_finite(metrics)
-                        self.logger.accumulate(metrics)
+                        self._record(self.update_model())
+                        for _ in range(cfg.agent_updates_per_model_update):
+                            self._record(self.update_agent())
             if c["step"] % cfg.log_interval == 0:
                 now = time.perf_counter()
                 dt = max(now - last["time"], 1e-9)

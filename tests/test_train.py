@@ -51,6 +51,18 @@ def test_source_run_writes_everything_and_updates(source_run):
     assert set(final) >= {"eval/return", "eval/cost", "eval/violation_rate"}
 
 
+def test_several_agent_updates_follow_each_model_update(tmp_path):
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=1, steps=100,
+                                      sets=["train.agent_updates_per_model_update=3"], out=str(tmp_path)),
+                           progress=False)
+    pretraining = trainer.cfg.train.initial_learning_steps
+    trainer.run()
+    c = trainer.counters
+    assert c["model_updates"] > pretraining and c["updates"] == 3 * (c["model_updates"] - pretraining)
+    with pytest.raises(InputError, match="agent_updates_per_model_update"):
+        config.resolve("smoke", sets=["train.agent_updates_per_model_update=0"])
+
+
 def test_target_run_starts_from_the_source_weights(source_run, tmp_path):
     src, _ = source_run
     source_state = checkpoint.load(src)
