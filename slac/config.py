@@ -150,7 +150,7 @@ class TrainConfig:
     initial_learning_steps: int = 30_000
     # replay buffer capacity in agent steps
     buffer_size: int = 200_000
-    # gradient updates (one model + one agent) per agent step
+    # model updates (each followed by agent_updates_per_model_update agent updates) per agent step
     updates_per_step: float = 1.0
     # agent updates after each model update (Safe SLAC: 1); each samples its own batch of sequences.
     # More lets the critics' values propagate further per model update (docs/results.md, "state agent")
