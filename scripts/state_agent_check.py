@@ -10,8 +10,8 @@ simulator, with the same budget, λ update (once per episode) and action repeat 
 8 random episodes first, then per episode: one stochastic episode, λ updated from its cost, one
 agent update (batch ``agent.batch_size``) per agent step of it (K with ``--updates-per-step K``).
 Every 4th episode prints the training episode's return/cost and one deterministic evaluation
-episode's (seed 999);
-``--final-episodes N`` ends with the mean return and cost of N deterministic episodes.
+episode's (seed 999); ``--final-episodes N`` ends with the mean return and cost of N deterministic
+episodes.
 If this learns and the pixel run does not, look at the latent model.
 
 ``--velocity-noise F`` blurs the two speeds as a latent state that holds them only partly would:
@@ -54,6 +54,8 @@ def main() -> None:
     args = p.parse_args()
     if not args.env.startswith("dmc-cartpole"):
         p.error("--env must be a dmc-cartpole-* env (the state read here is the cartpole's)")
+    if args.updates_per_step < 1 or args.final_episodes < 0:
+        p.error("--updates-per-step must be >= 1 and --final-episodes >= 0")
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
