@@ -327,7 +327,10 @@ class Trainer:
         policy.reset(obs)
         ep_return = ep_cost = 0.0
         ep_by_policy = True
-        last = {"time": time.perf_counter(), "env_steps": c["env_steps"], "updates": c["updates"]}
+        def mark(now: float) -> dict:
+            return {"time": now, **{k: c[k] for k in ("env_steps", "updates", "model_updates")}}
+
+        last = mark(time.perf_counter())
         bar = tqdm(total=cfg.steps, initial=c["step"], desc=f"{self.phase} {self.cfg.env}",
                    disable=not self.progress, dynamic_ncols=True, unit="step")
         final: dict[str, float] = {}
@@ -386,12 +389,15 @@ class Trainer:
                 scalars = {"train/lifetime_cost": c["lifetime_cost"],
                            "train/lambda": float(self.agent.lagrangian.value),
                            "train/episodes": c["episodes"], "train/updates": c["updates"],
+                           "train/model_updates": c["model_updates"],
                            "perf/env_steps_per_s": (c["env_steps"] - last["env_steps"]) / dt,
-                           "perf/updates_per_s": (c["updates"] - last["updates"]) / dt}
+                           # agent updates: agent_updates_per_model_update x the model's rate
+                           "perf/updates_per_s": (c["updates"] - last["updates"]) / dt,
+                           "perf/model_updates_per_s": (c["model_updates"] - last["model_updates"]) / dt}
                 if self.phase == "target":
                     scalars["target/lifetime_cost"] = c["lifetime_cost"]
                 self.logger.write(c["step"], scalars)
-                last = {"time": now, "env_steps": c["env_steps"], "updates": c["updates"]}
+                last = mark(now)
             if cfg.image_log_interval and c["step"] % cfg.image_log_interval == 0 and self._can_update():
                 self.log_reconstruction()
             if c["step"] % cfg.eval_interval == 0 or c["step"] == cfg.steps:

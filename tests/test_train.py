@@ -43,7 +43,7 @@ def test_source_run_writes_everything_and_updates(source_run):
     keys = set().union(*records)
     for key in ("loss/kl", "loss/image", "loss/reward", "loss/cost", "loss/critic", "loss/actor",
                 "train/episode_return", "train/episode_cost", "eval/return", "eval/cost",
-                "train/lifetime_cost", "perf/env_steps_per_s"):
+                "train/lifetime_cost", "perf/env_steps_per_s", "perf/updates_per_s", "perf/model_updates_per_s"):
         assert key in keys, f"{key} never logged"
     state = checkpoint.load(out)
     c = state["counters"]
