@@ -49,13 +49,15 @@ def main() -> None:
                    help="noise on the speeds the agent sees, in units of their std under random actions")
     p.add_argument("--updates-per-step", type=int, default=1, metavar="K",
                    help="agent updates per agent step of each episode (1: a pixel run's updates_per_step 1.0)")
+    p.add_argument("--n-step", type=int, default=1, metavar="N",
+                   help="n-step critic targets: N steps' discounted rewards and costs, then the bootstrap")
     p.add_argument("--final-episodes", type=int, default=0, metavar="N",
                    help="after training, N deterministic episodes (seeds 1000..): mean return and cost")
     args = p.parse_args()
     if not args.env.startswith("dmc-cartpole"):
         p.error("--env must be a dmc-cartpole-* env (the state read here is the cartpole's)")
-    if args.updates_per_step < 1 or args.final_episodes < 0:
-        p.error("--updates-per-step must be >= 1 and --final-episodes >= 0")
+    if args.updates_per_step < 1 or args.final_episodes < 0 or args.n_step < 1:
+        p.error("--updates-per-step and --n-step must be >= 1 and --final-episodes >= 0")
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -100,10 +102,17 @@ def main() -> None:
     for k in range(args.episodes):
         ret, episode_cost = episode(act(False), seed=100 + k)
         agent.update_lagrange(episode_cost)
+        n = args.n_step
         for _ in range(steps * args.updates_per_step):
             i = rng.integers(0, size, cfg.agent.batch_size)
-            metrics = agent.update(seen(z[i]), *(torch.as_tensor(a[i]) for a in (action, reward, cost)),
-                                   seen(next_z[i]), torch.zeros(cfg.agent.batch_size))
+            if n > 1:  # redraw t within its episode so that t+n-1 stays in it (episodes: `steps` long, in order)
+                i = i // steps * steps + rng.integers(0, steps - n + 1, cfg.agent.batch_size)
+            window = i[:, None] + np.arange(n)  # (B, n): t .. t+n-1
+            n_reward = (reward[window] * cfg.agent.gamma ** np.arange(n)).sum(1).astype(np.float32)
+            n_cost = (cost[window] * cfg.agent.gamma_c ** np.arange(n)).sum(1).astype(np.float32)
+            metrics = agent.update(seen(z[i]), torch.as_tensor(action[i]), torch.as_tensor(n_reward),
+                                   torch.as_tensor(n_cost), seen(next_z[i + n - 1]), torch.zeros(cfg.agent.batch_size),
+                                   horizon=n)
         if k % 4 == 3:
             eval_return, eval_cost = episode(act(True), seed=999, store=False)
             print(f"episode {k + 1:3d}: train {ret:6.0f} / {episode_cost:5.0f}  eval {eval_return:6.0f} / "

@@ -136,15 +136,18 @@ class SafeSACAgent(nn.Module):
     def act(self, z: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor(z) if deterministic else self.actor.sample(z)[0]
 
-    def critic_targets(self, reward, cost, next_z, terminated) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bellman targets for Q and Qc, (B,) each, no gradient; one a' ~ π(· | z') serves both."""
+    def critic_targets(self, reward, cost, next_z, terminated, horizon: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bellman targets for Q and Qc, (B,) each, no gradient; one a' ~ π(· | z') serves both.
+        With ``horizon`` n > 1 (n-step targets), ``reward`` and ``cost`` are the discounted sums of
+        n steps' rewards and costs (Σ_j γ^j r_{t+j}, Σ_j γ_c^j c_{t+j}), ``next_z`` is z_{t+n} and the
+        bootstrap is discounted by γ^n and γ_c^n."""
         with torch.no_grad():
             next_action, next_log_prob = self.actor.sample(next_z)
             q1, q2 = self.critic_target(next_z, next_action)
             soft_value = torch.min(q1, q2) - self.alpha * next_log_prob  # V̄(z') = min_i Q̄_i − α log π
             bootstrap = 1.0 - terminated  # a termination ends the return; a truncation is never passed here
-            target_q = reward + self.cfg.gamma * bootstrap * soft_value
-            target_qc = cost + self.cfg.gamma_c * bootstrap * self.cost_critic_target(next_z, next_action)
+            target_q = reward + self.cfg.gamma**horizon * bootstrap * soft_value
+            target_qc = cost + self.cfg.gamma_c**horizon * bootstrap * self.cost_critic_target(next_z, next_action)
         return target_q, target_qc
 
     def _step(self, name: str, loss: torch.Tensor, params, clip: float) -> torch.Tensor:
@@ -157,8 +160,8 @@ class SafeSACAgent(nn.Module):
         opt.step()
         return norm
 
-    def update(self, z, action, reward, cost, next_z, terminated,
-               penalties: dict | None = None, actor_z: torch.Tensor | None = None) -> dict[str, float]:
+    def update(self, z, action, reward, cost, next_z, terminated, penalties: dict | None = None,
+               actor_z: torch.Tensor | None = None, horizon: int = 1) -> dict[str, float]:
         """One SAC-Lagrangian step on a batch of latent transitions, each (B, ...).
 
         ``actor_z`` (default ``z``) is what the actor sees when it picks the action that the critics
@@ -178,7 +181,7 @@ class SafeSACAgent(nn.Module):
             extra[f"loss/{name}_penalty"] = term.item()
             return loss + term
 
-        target_q, target_qc = self.critic_targets(reward, cost, next_z, terminated)  # (B,) each
+        target_q, target_qc = self.critic_targets(reward, cost, next_z, terminated, horizon)  # (B,) each
         q1, q2 = self.critic(z, action)
         loss_critic = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         norm_critic = self._step("critic", loss_critic, self.critic.parameters(), clip)

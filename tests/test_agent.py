@@ -63,7 +63,9 @@ def test_agent_budget_and_cost_critic_initialisation():
 
 
 # ------------------------------------------------------------------ critics
-def test_critic_targets_by_hand():
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_critic_targets_by_hand(horizon):
+    """With horizon n the bootstrap is discounted by γ^n and γ_c^n (n-step targets)."""
     agent = tiny_agent()
     with torch.no_grad():
         agent.log_alpha.fill_(math.log(0.3))  # make the entropy term visible
@@ -71,16 +73,16 @@ def test_critic_targets_by_hand():
     reward, cost = torch.tensor([1.0, -2.0, 0.5, 0.0]), torch.tensor([0.0, 1.0, 2.0, 0.0])
     terminated = torch.tensor([0.0, 1.0, 0.0, 1.0])
     torch.manual_seed(3)
-    target_q, target_qc = agent.critic_targets(reward, cost, z_next, terminated)
+    target_q, target_qc = agent.critic_targets(reward, cost, z_next, terminated, horizon)
     torch.manual_seed(3)  # the same a' ~ π(· | z')
     a_next, log_pi = agent.actor.sample(z_next)
     for i in range(4):
         zi, ai = z_next[i:i + 1], a_next[i:i + 1]
         q = min(agent.critic_target.q1(zi, ai).item(), agent.critic_target.q2(zi, ai).item())
         soft_value = q - 0.3 * log_pi[i].item()
-        expected_q = reward[i].item() + (0.0 if terminated[i] else 0.99 * soft_value)
+        expected_q = reward[i].item() + (0.0 if terminated[i] else 0.99**horizon * soft_value)
         qc = agent.cost_critic_target(zi, ai).item()
-        expected_qc = cost[i].item() + (0.0 if terminated[i] else 0.995 * qc)
+        expected_qc = cost[i].item() + (0.0 if terminated[i] else 0.995**horizon * qc)
         assert target_q[i].item() == pytest.approx(expected_q, rel=1e-5, abs=1e-6)
         assert target_qc[i].item() == pytest.approx(expected_qc, rel=1e-5, abs=1e-6)
     # terminated rows are exactly the immediate reward and cost
