@@ -2,13 +2,14 @@
 
     python scripts/state_agent_check.py [--env dmc-cartpole-tilted] [--preset cpu-small] [--set key=value ...]
                                         [--episodes 60] [--seed 0] [--velocity-noise F] [--updates-per-step K]
-                                        [--final-episodes N]
+                                        [--n-step N] [--final-episodes N]
 
 A diagnostic that separates the agent from the representation: ``slac.agent.SafeSACAgent`` with a
 preset's agent settings learns from (cart x, cos θ, sin θ, cart speed, pole speed) read from the
 simulator, with the same budget, λ update (once per episode) and action repeat as a pixel run.
 8 random episodes first, then per episode: one stochastic episode, λ updated from its cost, one
-agent update (batch ``agent.batch_size``) per agent step of it (K with ``--updates-per-step K``).
+agent update (batch ``agent.batch_size``) per agent step of it (K with ``--updates-per-step K``;
+``--n-step N`` gives the critics N-step targets).
 Every 4th episode prints the training episode's return/cost and one deterministic evaluation
 episode's (seed 999); ``--final-episodes N`` ends with the mean return and cost of N deterministic
 episodes.
