@@ -100,17 +100,18 @@ def main() -> None:
     noise_std[3:] = args.velocity_noise * z[:size, 3:].std(axis=0)
     print(f"{args.env}: budget {agent.budget_per_episode:g} per episode; agent settings of preset {args.preset} "
           f"{' '.join(args.sets)}; speed noise std {noise_std[3]:.3g}, {noise_std[4]:.3g}")
+    n = args.n_step
+    reward_discounts, cost_discounts = cfg.agent.gamma ** np.arange(n), cfg.agent.gamma_c ** np.arange(n)
     for k in range(args.episodes):
         ret, episode_cost = episode(act(False), seed=100 + k)
         agent.update_lagrange(episode_cost)
-        n = args.n_step
         for _ in range(steps * args.updates_per_step):
             i = rng.integers(0, size, cfg.agent.batch_size)
             if n > 1:  # redraw t within its episode so that t+n-1 stays in it (episodes: `steps` long, in order)
                 i = i // steps * steps + rng.integers(0, steps - n + 1, cfg.agent.batch_size)
             window = i[:, None] + np.arange(n)  # (B, n): t .. t+n-1
-            n_reward = (reward[window] * cfg.agent.gamma ** np.arange(n)).sum(1).astype(np.float32)
-            n_cost = (cost[window] * cfg.agent.gamma_c ** np.arange(n)).sum(1).astype(np.float32)
+            n_reward = (reward[window] * reward_discounts).sum(1).astype(np.float32)
+            n_cost = (cost[window] * cost_discounts).sum(1).astype(np.float32)
             metrics = agent.update(seen(z[i]), torch.as_tensor(action[i]), torch.as_tensor(n_reward),
                                    torch.as_tensor(n_cost), seen(next_z[i + n - 1]), torch.zeros(cfg.agent.batch_size),
                                    horizon=n)

@@ -327,6 +327,7 @@ class Trainer:
         policy.reset(obs)
         ep_return = ep_cost = 0.0
         ep_by_policy = True
+
         def mark(now: float) -> dict:
             return {"time": now, **{k: c[k] for k in ("env_steps", "updates", "model_updates")}}
 
