@@ -10,7 +10,9 @@ same deterministic evaluation episodes as ``evaluate.py`` (same seeds):
   (a balancing policy holds it for most of the 125 steps; a swinging or spinning pole passes
   upright for a step or two), i.e. whether the policy holds the pole up rather than passing it;
 - turns: full pole rotations in the episode (|final angle| / 2π; a pole that swings does not turn);
-- max |x|: how far the cart went (the tilted cartpole's cost zone starts at 0.25).
+- max |x|: how far the cart went (the tilted cartpole's cost zone starts at 0.25);
+- final x: where the cart is at the end (signed). A balancing policy brings the cart to rest at a
+  point of its own; whether that point lies inside |x| ≤ 0.25 decides most of the episode's cost.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def summarise(angles, positions) -> dict:
     falls = np.flatnonzero(~up)
     held = len(up) if falls.size == 0 else len(up) - 1 - int(falls[-1])
     return {"upright": float(up.mean()), "held_at_end": held, "turns": abs(angles[-1]) / (2 * math.pi),
-            "max_x": float(np.max(np.abs(positions)))}
+            "max_x": float(np.max(np.abs(positions))), "final_x": float(positions[-1])}
 
 
 def main() -> None:
@@ -58,7 +60,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"{'checkpoint':56s} {'return':>7s} {'cost':>6s} {'upright':>8s} {'held at end':>12s} "
-          f"{'turns':>6s} {'max |x|':>8s}")
+          f"{'turns':>6s} {'max |x|':>8s} {'final x':>8s}")
     for path in args.checkpoints:
         evaluator = Evaluator(path, env=args.env, device="cpu")
         if not evaluator.env_name.startswith("dmc-cartpole"):
@@ -66,7 +68,7 @@ def main() -> None:
         for k in range(args.episodes):
             b = behaviour(evaluator, k, args.seed)
             print(f"{str(path)[-56:]:56s} {b['return']:7.1f} {b['cost']:6.1f} {b['upright']:8.2f} "
-                  f"{b['held_at_end']:12d} {b['turns']:6.1f} {b['max_x']:8.2f}")
+                  f"{b['held_at_end']:12d} {b['turns']:6.1f} {b['max_x']:8.2f} {b['final_x']:+8.2f}")
 
 
 if __name__ == "__main__":

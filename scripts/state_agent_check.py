@@ -2,7 +2,7 @@
 
     python scripts/state_agent_check.py [--env dmc-cartpole-tilted] [--preset cpu-small] [--set key=value ...]
                                         [--episodes 60] [--seed 0] [--velocity-noise F] [--updates-per-step K]
-                                        [--n-step N] [--final-episodes N]
+                                        [--n-step N] [--final-episodes N] [--probe-episodes N]
 
 A diagnostic that separates the agent from the representation: ``slac.agent.SafeSACAgent`` with a
 preset's agent settings learns from (cart x, cos θ, sin θ, cart speed, pole speed) read from the
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 
+import mujoco
 import numpy as np
 import torch
 
@@ -54,11 +55,13 @@ def main() -> None:
                    help="n-step critic targets: N steps' discounted rewards and costs, then the bootstrap")
     p.add_argument("--final-episodes", type=int, default=0, metavar="N",
                    help="after training, N deterministic episodes (seeds 1000..): mean return and cost")
+    p.add_argument("--probe-episodes", type=int, default=0, metavar="N",
+                   help="after training, compare the critics with simulator rollouts on N deterministic episodes")
     args = p.parse_args()
     if not args.env.startswith("dmc-cartpole"):
         p.error("--env must be a dmc-cartpole-* env (the state read here is the cartpole's)")
-    if args.updates_per_step < 1 or args.final_episodes < 0 or args.n_step < 1:
-        p.error("--updates-per-step and --n-step must be >= 1 and --final-episodes >= 0")
+    if args.updates_per_step < 1 or args.final_episodes < 0 or args.n_step < 1 or args.probe_episodes < 0:
+        p.error("--updates-per-step and --n-step must be >= 1, --final-episodes and --probe-episodes >= 0")
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -126,6 +129,54 @@ def main() -> None:
         over = (final[:, 1] > agent.budget_per_episode).mean()
         print(f"final ({args.final_episodes} deterministic episodes): return {final[:, 0].mean():.1f}, "
               f"cost {final[:, 1].mean():.1f} (max {final[:, 1].max():.0f}), over budget {100 * over:.0f} %")
+    for k in range(args.probe_episodes):
+        probe_critics(env, agent, cfg.agent, seed=1000 + k)
+
+
+def probe_critics(env, agent: SafeSACAgent, cfg, seed: int, horizon: int = 100, delta: float = 0.1) -> None:
+    """One deterministic episode; every 10th step the critics against rollouts from the simulator state.
+
+    A rollout takes a first action, then the deterministic policy, for ``horizon`` agent steps, sums
+    the discounted rewards and costs (γ, γ_c per agent step; each step sums the action repeat's
+    simulator steps, as the env does) and restores the simulator's state. "true" values are these sums;
+    they omit the tail past the horizon (γ_c^100 ≈ 0.61 of a cost that persists), so they are lower
+    bounds on the discounted sums the critics estimate.
+    """
+    model, data = env.unwrapped.mujoco_handles()
+    assert np.allclose(model.actuator_ctrlrange, [[-1.0, 1.0]]), "native actions are the env's [-1, 1] here"
+    repeat = env.unwrapped.action_repeat
+
+    def policy(state: np.ndarray) -> np.ndarray:
+        return agent.act(torch.as_tensor(state)[None], True)[0].numpy()
+
+    def rollout(first_action: np.ndarray) -> tuple[float, float]:
+        saved = data.qpos.copy(), data.qvel.copy(), data.act.copy(), data.time
+        rewards = costs = 0.0
+        action = np.clip(first_action, -1.0, 1.0)
+        for k in range(horizon):
+            for _ in range(repeat):
+                r, c, _, _ = env.unwrapped.simulation_step(action.astype(np.float64))
+                rewards, costs = rewards + cfg.gamma**k * r, costs + cfg.gamma_c**k * c
+            action = policy(cartpole_state(env))
+        data.qpos[:], data.qvel[:], data.act[:], data.time = saved
+        mujoco.mj_forward(model, data)
+        return rewards, costs
+
+    env.reset(seed=seed)
+    print(f"probe, seed {seed}: Q and Qc at the policy's action against {horizon}-step rollouts")
+    for t in range(env.unwrapped.max_episode_steps):
+        state = cartpole_state(env)
+        action = policy(state)
+        if t % 10 == 0:
+            z, a = torch.as_tensor(state)[None], torch.as_tensor(action)[None].requires_grad_(True)
+            q, qc = torch.min(*agent.critic(z, a)), agent.cost_critic(z, a)
+            (dqc_da,) = torch.autograd.grad(qc.sum(), a)
+            true_q, true_qc = rollout(action)
+            slope = (rollout(action + delta)[1] - rollout(action - delta)[1]) / (2 * delta)
+            print(f"  t {t:3d}  x {state[0]:+.3f}  x' {state[3]:+.2f}  θ {np.arctan2(state[2], state[1]):+.3f}  "
+                  f"a {action[0]:+.3f}  Q {q.item():6.1f} (true {true_q:6.1f})  Qc {qc.item():6.1f} "
+                  f"(true {true_qc:6.1f})  ∂Qc/∂a {dqc_da.item():+7.2f} (true {slope:+7.2f})")
+        env.step(action)
 
 
 if __name__ == "__main__":

@@ -334,6 +334,7 @@ def test_cartpole_behaviour_summary_by_hand():
     s = summarise(angles, [0.0, -0.3, 0.1, 0.2, 0.0, 0.05, 0.1])
     assert s["upright"] == pytest.approx(5 / 7)
     assert s["held_at_end"] == 3 and s["turns"] == pytest.approx(2.0) and s["max_x"] == pytest.approx(0.3)
+    assert s["final_x"] == pytest.approx(0.1)
     assert summarise([0.3, 0.0, 0.3], [0.0] * 3)["held_at_end"] == 0  # down at the end
     assert summarise([0.0, 0.1], [0.0] * 2)["held_at_end"] == 2  # never down
 
