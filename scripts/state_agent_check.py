@@ -133,23 +133,27 @@ def main() -> None:
         probe_critics(env, agent, cfg.agent, seed=1000 + k)
 
 
-def probe_critics(env, agent: SafeSACAgent, cfg, seed: int, horizon: int = 100, delta: float = 0.1) -> None:
+def probe_critics(env, agent: SafeSACAgent, cfg, seed: int, horizon: int = 100, delta: float = 0.1,
+                  samples: int = 8) -> None:
     """One deterministic episode; every 10th step the critics against rollouts from the simulator state.
 
-    A rollout takes a first action, then the deterministic policy, for ``horizon`` agent steps, sums
-    the discounted rewards and costs (γ, γ_c per agent step; each step sums the action repeat's
-    simulator steps, as the env does) and restores the simulator's state. "true" values are these sums;
-    they omit the tail past the horizon (γ_c^100 ≈ 0.61 of a cost that persists), so they are lower
-    bounds on the discounted sums the critics estimate.
+    A rollout takes a first action, then the policy, for ``horizon`` agent steps, sums the discounted
+    rewards and costs (γ, γ_c per agent step; each step sums the action repeat's simulator steps, as
+    the env does) and restores the simulator's state. "true" values are these sums with the
+    deterministic policy (the one evaluated); "sampled" is the mean cost over ``samples`` rollouts of
+    the sampling policy π, the one Qc estimates the value of (the rollouts at a, a + δ and a − δ share
+    their random numbers, so the difference is not swamped by the noise). The sums omit the tail past
+    the horizon (γ_c^100 ≈ 0.61 of a cost that persists), so they are lower bounds on the discounted
+    sums the critics estimate.
     """
     model, data = env.unwrapped.mujoco_handles()
     assert np.allclose(model.actuator_ctrlrange, [[-1.0, 1.0]]), "native actions are the env's [-1, 1] here"
     repeat = env.unwrapped.action_repeat
 
-    def policy(state: np.ndarray) -> np.ndarray:
-        return agent.act(torch.as_tensor(state)[None], True)[0].numpy()
+    def policy(state: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        return agent.act(torch.as_tensor(state)[None], deterministic)[0].numpy()
 
-    def rollout(first_action: np.ndarray) -> tuple[float, float]:
+    def rollout(first_action: np.ndarray, deterministic: bool = True) -> tuple[float, float]:
         saved = data.qpos.copy(), data.qvel.copy(), data.act.copy(), data.time
         rewards = costs = 0.0
         action = np.clip(first_action, -1.0, 1.0)
@@ -157,10 +161,19 @@ def probe_critics(env, agent: SafeSACAgent, cfg, seed: int, horizon: int = 100, 
             for _ in range(repeat):
                 r, c, _, _ = env.unwrapped.simulation_step(action.astype(np.float64))
                 rewards, costs = rewards + cfg.gamma**k * r, costs + cfg.gamma_c**k * c
-            action = policy(cartpole_state(env))
+            action = policy(cartpole_state(env), deterministic)
         data.qpos[:], data.qvel[:], data.act[:], data.time = saved
         mujoco.mj_forward(model, data)
         return rewards, costs
+
+    def sampled_cost(first_action: np.ndarray) -> float:
+        """Mean discounted cost of ``samples`` rollouts of π (random numbers 0..samples-1)."""
+        total = 0.0
+        for k in range(samples):
+            with torch.random.fork_rng():
+                torch.manual_seed(k)
+                total += rollout(first_action, deterministic=False)[1]
+        return total / samples
 
     env.reset(seed=seed)
     print(f"probe, seed {seed}: Q and Qc at the policy's action against {horizon}-step rollouts")
@@ -173,9 +186,12 @@ def probe_critics(env, agent: SafeSACAgent, cfg, seed: int, horizon: int = 100, 
             (dqc_da,) = torch.autograd.grad(qc.sum(), a)
             true_q, true_qc = rollout(action)
             slope = (rollout(action + delta)[1] - rollout(action - delta)[1]) / (2 * delta)
+            sampled_qc = sampled_cost(action)
+            sampled_slope = (sampled_cost(action + delta) - sampled_cost(action - delta)) / (2 * delta)
             print(f"  t {t:3d}  x {state[0]:+.3f}  x' {state[3]:+.2f}  θ {np.arctan2(state[2], state[1]):+.3f}  "
                   f"a {action[0]:+.3f}  Q {q.item():6.1f} (true {true_q:6.1f})  Qc {qc.item():6.1f} "
-                  f"(true {true_qc:6.1f})  ∂Qc/∂a {dqc_da.item():+7.2f} (true {slope:+7.2f})")
+                  f"(true {true_qc:6.1f}, sampled {sampled_qc:6.1f})  ∂Qc/∂a {dqc_da.item():+7.2f} "
+                  f"(true {slope:+7.2f}, sampled {sampled_slope:+7.2f})")
         env.step(action)
 
 
