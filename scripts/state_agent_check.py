@@ -3,6 +3,7 @@
     python scripts/state_agent_check.py [--env dmc-cartpole-tilted] [--preset cpu-small] [--set key=value ...]
                                         [--episodes 60] [--seed 0] [--velocity-noise F] [--updates-per-step K]
                                         [--n-step N] [--final-episodes N] [--probe-episodes N]
+                                        [--freeze-actor-after E]
 
 A diagnostic that separates the agent from the representation: ``slac.agent.SafeSACAgent`` with a
 preset's agent settings learns from (cart x, cos θ, sin θ, cart speed, pole speed) read from the
@@ -13,6 +14,9 @@ agent update (batch ``agent.batch_size``) per agent step of it (K with ``--updat
 Every 4th episode prints the training episode's return/cost and one deterministic evaluation
 episode's (seed 999); ``--final-episodes N`` ends with the mean return and cost of N deterministic
 episodes.
+``--freeze-actor-after E`` stops the actor and α learning from episode E on (their learning rates
+set to 0), so that the critics go on learning the value of one fixed policy: can they, given the
+updates?
 If this learns and the pixel run does not, look at the latent model.
 
 ``--velocity-noise F`` blurs the two speeds as a latent state that holds them only partly would:
@@ -57,6 +61,8 @@ def main() -> None:
                    help="after training, N deterministic episodes (seeds 1000..): mean return and cost")
     p.add_argument("--probe-episodes", type=int, default=0, metavar="N",
                    help="after training, compare the critics with simulator rollouts on N deterministic episodes")
+    p.add_argument("--freeze-actor-after", type=int, default=None, metavar="E",
+                   help="from episode E on, only the critics learn (actor and alpha learning rates 0)")
     args = p.parse_args()
     if not args.env.startswith("dmc-cartpole"):
         p.error("--env must be a dmc-cartpole-* env (the state read here is the cartpole's)")
@@ -106,6 +112,10 @@ def main() -> None:
     n = args.n_step
     reward_discounts, cost_discounts = cfg.agent.gamma ** np.arange(n), cfg.agent.gamma_c ** np.arange(n)
     for k in range(args.episodes):
+        if k == args.freeze_actor_after:
+            for group in agent.optimizers["actor"].param_groups + agent.optimizers["alpha"].param_groups:
+                group["lr"] = 0.0
+            print(f"episode {k}: actor and alpha frozen from here on", flush=True)
         ret, episode_cost = episode(act(False), seed=100 + k)
         agent.update_lagrange(episode_cost)
         for _ in range(steps * args.updates_per_step):
