@@ -66,8 +66,10 @@ def main() -> None:
     args = p.parse_args()
     if not args.env.startswith("dmc-cartpole"):
         p.error("--env must be a dmc-cartpole-* env (the state read here is the cartpole's)")
-    if args.updates_per_step < 1 or args.final_episodes < 0 or args.n_step < 1 or args.probe_episodes < 0:
-        p.error("--updates-per-step and --n-step must be >= 1, --final-episodes and --probe-episodes >= 0")
+    if args.updates_per_step < 1 or args.n_step < 1 or min(args.final_episodes, args.probe_episodes) < 0 \
+            or (args.freeze_actor_after is not None and args.freeze_actor_after < 0):
+        p.error("--updates-per-step and --n-step must be >= 1; --final-episodes, --probe-episodes and "
+                "--freeze-actor-after >= 0")
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -195,9 +197,11 @@ def probe_critics(env, agent: SafeSACAgent, cfg, seed: int, horizon: int = 100, 
             q, qc = torch.min(*agent.critic(z, a)), agent.cost_critic(z, a)
             (dqc_da,) = torch.autograd.grad(qc.sum(), a)
             true_q, true_qc = rollout(action)
-            slope = (rollout(action + delta)[1] - rollout(action - delta)[1]) / (2 * delta)
+            high, low = np.minimum(action + delta, 1.0), np.maximum(action - delta, -1.0)  # within [-1, 1]
+            width = float((high - low)[0])
+            slope = (rollout(high)[1] - rollout(low)[1]) / width
             sampled_qc = sampled_cost(action)
-            sampled_slope = (sampled_cost(action + delta) - sampled_cost(action - delta)) / (2 * delta)
+            sampled_slope = (sampled_cost(high) - sampled_cost(low)) / width
             print(f"  t {t:3d}  x {state[0]:+.3f}  x' {state[3]:+.2f}  θ {np.arctan2(state[2], state[1]):+.3f}  "
                   f"a {action[0]:+.3f}  Q {q.item():6.1f} (true {true_q:6.1f})  Qc {qc.item():6.1f} "
                   f"(true {true_qc:6.1f}, sampled {sampled_qc:6.1f})  ∂Qc/∂a {dqc_da.item():+7.2f} "
