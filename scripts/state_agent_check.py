@@ -70,6 +70,10 @@ def main() -> None:
             or (args.freeze_actor_after is not None and args.freeze_actor_after < 0):
         p.error("--updates-per-step and --n-step must be >= 1; --final-episodes, --probe-episodes and "
                 "--freeze-actor-after >= 0")
+    if args.probe_episodes and args.velocity_noise:
+        # the probe's policy and critics see the simulator's state as it is, and its paired rollouts
+        # share torch's random numbers only: noisy speeds would make it probe another agent
+        p.error("--probe-episodes probes the noise-free agent: not with --velocity-noise")
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
