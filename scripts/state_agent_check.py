@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 
-import mujoco
 import numpy as np
 import torch
 
@@ -162,6 +161,8 @@ def probe_critics(env, agent: SafeSACAgent, cfg, seed: int, horizon: int = 100, 
     the horizon (γ_c^100 ≈ 0.61 of a cost that persists), so they are lower bounds on the discounted
     sums the critics estimate.
     """
+    import mujoco  # here, not at the top: envs must choose MUJOCO_GL before mujoco is first imported
+
     model, data = env.unwrapped.mujoco_handles()
     assert np.allclose(model.actuator_ctrlrange, [[-1.0, 1.0]]), "native actions are the env's [-1, 1] here"
     repeat = env.unwrapped.action_repeat
