@@ -13,7 +13,8 @@ agent update (batch ``agent.batch_size``) per agent step of it (K with ``--updat
 ``--n-step N`` gives the critics N-step targets).
 Every 4th episode prints the training episode's return/cost and one deterministic evaluation
 episode's (seed 999); ``--final-episodes N`` ends with the mean return and cost of N deterministic
-episodes.
+episodes (the mean action, as evaluated), then of the same N episodes with actions sampled from π (the
+policy whose training episodes drive λ).
 ``--freeze-actor-after E`` stops the actor and α learning from episode E on (their learning rates
 set to 0), so that the critics go on learning the value of one fixed policy: can they, given the
 updates?
@@ -57,7 +58,7 @@ def main() -> None:
     p.add_argument("--n-step", type=int, default=1, metavar="N",
                    help="n-step critic targets: N steps' discounted rewards and costs, then the bootstrap")
     p.add_argument("--final-episodes", type=int, default=0, metavar="N",
-                   help="after training, N deterministic episodes (seeds 1000..): mean return and cost")
+                   help="after training, N deterministic then N sampled episodes (seeds 1000..): mean return and cost")
     p.add_argument("--probe-episodes", type=int, default=0, metavar="N",
                    help="after training, compare the critics with simulator rollouts on N deterministic episodes")
     p.add_argument("--freeze-actor-after", type=int, default=None, metavar="E",
@@ -139,11 +140,13 @@ def main() -> None:
                   f"{eval_cost:5.0f}  lambda {agent.lagrangian.value:.3f}  alpha {metrics['train/alpha']:.3f}  "
                   f"entropy {metrics['train/entropy']:.2f}  Q {metrics['train/q']:.0f}  Qc {metrics['train/qc']:.0f}",
                   flush=True)
-    if args.final_episodes:
-        final = np.array([episode(act(True), seed=1000 + k, store=False) for k in range(args.final_episodes)])
+    for deterministic in (True, False) if args.final_episodes else ():  # the mean action, then π's samples
+        final = np.array([episode(act(deterministic), seed=1000 + k, store=False)
+                          for k in range(args.final_episodes)])
         over = (final[:, 1] > agent.budget_per_episode).mean()
-        print(f"final ({args.final_episodes} deterministic episodes): return {final[:, 0].mean():.1f}, "
-              f"cost {final[:, 1].mean():.1f} (max {final[:, 1].max():.0f}), over budget {100 * over:.0f} %")
+        print(f"final ({args.final_episodes} {'deterministic' if deterministic else 'sampled'} episodes): return "
+              f"{final[:, 0].mean():.1f}, cost {final[:, 1].mean():.1f} (max {final[:, 1].max():.0f}), "
+              f"over budget {100 * over:.0f} %")
     for k in range(args.probe_episodes):
         probe_critics(env, agent, cfg.agent, seed=1000 + k)
 
