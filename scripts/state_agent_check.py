@@ -140,13 +140,13 @@ def main() -> None:
                   f"{eval_cost:5.0f}  lambda {agent.lagrangian.value:.3f}  alpha {metrics['train/alpha']:.3f}  "
                   f"entropy {metrics['train/entropy']:.2f}  Q {metrics['train/q']:.0f}  Qc {metrics['train/qc']:.0f}",
                   flush=True)
-    for deterministic in (True, False) if args.final_episodes else ():  # the mean action, then π's samples
-        final = np.array([episode(act(deterministic), seed=1000 + k, store=False)
-                          for k in range(args.final_episodes)])
-        over = (final[:, 1] > agent.budget_per_episode).mean()
-        print(f"final ({args.final_episodes} {'deterministic' if deterministic else 'sampled'} episodes): return "
-              f"{final[:, 0].mean():.1f}, cost {final[:, 1].mean():.1f} (max {final[:, 1].max():.0f}), "
-              f"over budget {100 * over:.0f} %")
+    if args.final_episodes:
+        for label, deterministic in (("deterministic", True), ("sampled", False)):  # the mean action, then π's
+            final = np.array([episode(act(deterministic), seed=1000 + k, store=False)
+                              for k in range(args.final_episodes)])
+            over = (final[:, 1] > agent.budget_per_episode).mean()
+            print(f"final ({args.final_episodes} {label} episodes): return {final[:, 0].mean():.1f}, "
+                  f"cost {final[:, 1].mean():.1f} (max {final[:, 1].max():.0f}), over budget {100 * over:.0f} %")
     for k in range(args.probe_episodes):
         probe_critics(env, agent, cfg.agent, seed=1000 + k)
 
