@@ -2,7 +2,7 @@
 
     python scripts/state_agent_check.py [--env dmc-cartpole-tilted] [--preset cpu-small] [--set key=value ...]
                                         [--episodes 60] [--seed 0] [--velocity-noise F] [--updates-per-step K]
-                                        [--n-step N] [--final-episodes N] [--probe-episodes N]
+                                        [--share-batch] [--n-step N] [--final-episodes N] [--probe-episodes N]
                                         [--freeze-actor-after E]
 
 A diagnostic that separates the agent from the representation: ``slac.agent.SafeSACAgent`` with a
@@ -10,6 +10,7 @@ preset's agent settings learns from (cart x, cos θ, sin θ, cart speed, pole sp
 simulator, with the same budget, λ update (once per episode) and action repeat as a pixel run.
 8 random episodes first, then per episode: one stochastic episode, λ updated from its cost, one
 agent update (batch ``agent.batch_size``) per agent step of it (K with ``--updates-per-step K``;
+``--share-batch``: the K share one batch, as ``train.share_agent_batch`` does on pixels;
 ``--n-step N`` gives the critics N-step targets).
 Every 4th episode prints the training episode's return/cost and one deterministic evaluation
 episode's (seed 999); ``--final-episodes N`` ends with the mean return and cost of N deterministic
@@ -55,6 +56,8 @@ def main() -> None:
                    help="noise on the speeds the agent sees, in units of their std under random actions")
     p.add_argument("--updates-per-step", type=int, default=1, metavar="K",
                    help="agent updates per agent step of each episode (1: a pixel run's updates_per_step 1.0)")
+    p.add_argument("--share-batch", action="store_true",
+                   help="the K updates of each agent step learn from one batch (train.share_agent_batch)")
     p.add_argument("--n-step", type=int, default=1, metavar="N",
                    help="n-step critic targets: N steps' discounted rewards and costs, then the bootstrap")
     p.add_argument("--final-episodes", type=int, default=0, metavar="N",
@@ -124,16 +127,17 @@ def main() -> None:
             print(f"episode {k}: actor and alpha frozen from here on", flush=True)
         ret, episode_cost = episode(act(False), seed=100 + k)
         agent.update_lagrange(episode_cost)
-        for _ in range(steps * args.updates_per_step):
-            i = rng.integers(0, size, cfg.agent.batch_size)
-            if n > 1:  # redraw t within its episode so that t+n-1 stays in it (episodes: `steps` long, in order)
-                i = i // steps * steps + rng.integers(0, steps - n + 1, cfg.agent.batch_size)
-            window = i[:, None] + np.arange(n)  # (B, n): t .. t+n-1
-            n_reward = (reward[window] * reward_discounts).sum(1).astype(np.float32)
-            n_cost = (cost[window] * cost_discounts).sum(1).astype(np.float32)
-            metrics = agent.update(seen(z[i]), torch.as_tensor(action[i]), torch.as_tensor(n_reward),
-                                   torch.as_tensor(n_cost), seen(next_z[i + n - 1]), torch.zeros(cfg.agent.batch_size),
-                                   horizon=n)
+        for u in range(steps * args.updates_per_step):
+            if u % args.updates_per_step == 0 or not args.share_batch:
+                i = rng.integers(0, size, cfg.agent.batch_size)
+                if n > 1:  # redraw t within its episode so that t+n-1 stays in it (episodes: `steps` long, in order)
+                    i = i // steps * steps + rng.integers(0, steps - n + 1, cfg.agent.batch_size)
+                window = i[:, None] + np.arange(n)  # (B, n): t .. t+n-1
+                n_reward = (reward[window] * reward_discounts).sum(1).astype(np.float32)
+                n_cost = (cost[window] * cost_discounts).sum(1).astype(np.float32)
+                batch = (seen(z[i]), torch.as_tensor(action[i]), torch.as_tensor(n_reward), torch.as_tensor(n_cost),
+                         seen(next_z[i + n - 1]), torch.zeros(cfg.agent.batch_size))
+            metrics = agent.update(*batch, horizon=n)
         if k % 4 == 3:
             eval_return, eval_cost = episode(act(True), seed=999, store=False)
             print(f"episode {k + 1:3d}: train {ret:6.0f} / {episode_cost:5.0f}  eval {eval_return:6.0f} / "

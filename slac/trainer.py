@@ -18,6 +18,7 @@ import math
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 import envs
 from envs.errors import InputError
-from latent_adversary import AdversarialTraining
+from latent_adversary import AdversarialTraining, AgentInputs
 from slac import checkpoint
 from slac.agent import SafeSACAgent
 from slac.buffer import SequenceReplayBuffer, last_steps
@@ -238,17 +239,36 @@ class Trainer:
         self.counters["model_updates"] += 1
         return {**metrics, **adversary}
 
-    def update_agent(self) -> dict[str, float]:
+    def agent_batch(self) -> tuple[AgentInputs, dict[str, torch.Tensor]]:
+        """A sampled batch as the agent learns from it: its latent transitions and their a, r, c, done."""
         b = self._batch(self.cfg.agent.batch_size)
         # the agent learns from the last k transitions of each sequence: (z_t, a_t, r_t, c_t, z_{t+1}),
         # t = S-k .. S-1, as rows (B·k, ...), no grad; latent_adversary/ perturbs a share (source phase)
         k = self.cfg.agent.sequence_transitions
         x = self.adversary.agent_inputs(b["images"], b["action"], self.counters["step"], transitions=k)
-        last = {key: last_steps(b[key], k) for key in ("action", "reward", "cost", "terminated")}
+        return x, {key: last_steps(b[key], k) for key in ("action", "reward", "cost", "terminated")}
+
+    def update_agent(self, batch: tuple[AgentInputs, dict[str, torch.Tensor]] | None = None) -> dict[str, float]:
+        """One agent update, on ``batch`` (from ``agent_batch``) or on a freshly sampled one."""
+        x, last = batch or self.agent_batch()
         metrics = self.agent.update(x.z, last["action"], last["reward"], last["cost"], x.next_z,
                                     last["terminated"], penalties=x.penalties, actor_z=x.actor_z)
         self.counters["updates"] += 1
         return {**metrics, **x.metrics}
+
+    def _agent_batches(self, n: int):
+        """The batches of the n agent updates after a model update: n sampled ones, or with
+        ``train.split_agent_batch`` one sampled and filtered batch dealt out in n disjoint random
+        shares of its transitions (None: ``update_agent`` samples its own)."""
+        if not self.cfg.train.split_agent_batch:
+            yield from [None] * n
+            return
+        x, last = self.agent_batch()
+        for rows in np.array_split(self.rng.permutation(x.z.shape[0]), n):
+            rows = torch.as_tensor(rows, device=self.device)
+            yield (replace(x, z=x.z[rows], next_z=x.next_z[rows],
+                           actor_z=None if x.actor_z is None else x.actor_z[rows]),
+                   {key: value[rows] for key, value in last.items()})
 
     def _record(self, metrics: dict[str, float]) -> None:
         """Stop on a non-finite metric, else add the metrics to the next log record's averages."""
@@ -382,8 +402,8 @@ class Trainer:
                     while self._update_credit >= 1:
                         self._update_credit -= 1
                         self._record(self.update_model())
-                        for _ in range(cfg.agent_updates_per_model_update):
-                            self._record(self.update_agent())
+                        for batch in self._agent_batches(cfg.agent_updates_per_model_update):
+                            self._record(self.update_agent(batch))
             if c["step"] % cfg.log_interval == 0:
                 now = time.perf_counter()
                 dt = max(now - last["time"], 1e-9)

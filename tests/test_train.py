@@ -63,6 +63,37 @@ def test_several_agent_updates_follow_each_model_update(tmp_path):
         config.resolve("smoke", sets=["train.agent_updates_per_model_update=0"])
 
 
+def test_split_agent_batch_deals_one_filtered_batch_out_to_the_updates(tmp_path):
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=1, steps=100,
+                                      sets=["train.agent_updates_per_model_update=3",
+                                            "train.split_agent_batch=true"], out=str(tmp_path)),
+                           progress=False)
+    batches, seen = [], []
+    agent_batch, agent_update = trainer.agent_batch, trainer.agent.update
+
+    def count_batches():
+        batches.append(agent_batch())
+        return batches[-1]
+
+    def record_inputs(z, action, reward, cost, next_z, *args, **kwargs):
+        seen.append(torch.cat([z, action, reward[:, None], cost[:, None], next_z], dim=1))
+        return agent_update(z, action, reward, cost, next_z, *args, **kwargs)
+
+    trainer.agent_batch, trainer.agent.update = count_batches, record_inputs
+    pretraining = trainer.cfg.train.initial_learning_steps
+    trainer.run()
+    model_updates = trainer.counters["model_updates"] - pretraining
+    assert model_updates > 1 and len(batches) == model_updates and len(seen) == 3 * model_updates
+    for i, (x, last) in enumerate(batches):  # the three updates' rows: the batch's rows, each once, intact
+        whole = torch.cat([x.z, last["action"], last["reward"][:, None], last["cost"][:, None], x.next_z], dim=1)
+        shares = seen[3 * i:3 * i + 3]
+        assert all(len(share) > 0 for share in shares)
+        dealt = torch.cat(shares)
+        assert sorted(map(tuple, dealt.tolist())) == sorted(map(tuple, whole.tolist()))
+    with pytest.raises(InputError, match="split_agent_batch"):
+        config.resolve("smoke", sets=["train.split_agent_batch=true", "train.agent_updates_per_model_update=100000"])
+
+
 def test_target_run_starts_from_the_source_weights(source_run, tmp_path):
     src, _ = source_run
     source_state = checkpoint.load(src)
@@ -155,10 +186,10 @@ def test_stop_during_model_pretraining_saves_and_resume_finishes_it(tmp_path):
     agent_update = resumed.update_agent
     model_updates_at_first_agent_update = []
 
-    def record_then_update():
+    def record_then_update(*args):
         if not model_updates_at_first_agent_update:
             model_updates_at_first_agent_update.append(resumed.counters["model_updates"])
-        return agent_update()
+        return agent_update(*args)
 
     resumed.update_agent = record_then_update
     resumed.run()
