@@ -10,7 +10,9 @@ preset's agent settings learns from (cart x, cos θ, sin θ, cart speed, pole sp
 simulator, with the same budget, λ update (once per episode) and action repeat as a pixel run.
 8 random episodes first, then per episode: one stochastic episode, λ updated from its cost, one
 agent update (batch ``agent.batch_size``) per agent step of it (K with ``--updates-per-step K``;
-``--share-batch``: the K share one batch, as ``train.share_agent_batch`` does on pixels;
+``--share-batch``: the K take their gradient steps on one batch, reusing its transitions: screened and
+rejected, docs/results.md "One filtered batch for the 4 agent updates"; the trainer's
+``train.split_agent_batch`` deals one batch out instead, which here is a fresh batch per update;
 ``--n-step N`` gives the critics N-step targets).
 Every 4th episode prints the training episode's return/cost and one deterministic evaluation
 episode's (seed 999); ``--final-episodes N`` ends with the mean return and cost of N deterministic
@@ -57,7 +59,7 @@ def main() -> None:
     p.add_argument("--updates-per-step", type=int, default=1, metavar="K",
                    help="agent updates per agent step of each episode (1: a pixel run's updates_per_step 1.0)")
     p.add_argument("--share-batch", action="store_true",
-                   help="the K updates of each agent step learn from one batch (train.share_agent_batch)")
+                   help="the K updates of each agent step all learn from one batch (reused K times)")
     p.add_argument("--n-step", type=int, default=1, metavar="N",
                    help="n-step critic targets: N steps' discounted rewards and costs, then the bootstrap")
     p.add_argument("--final-episodes", type=int, default=0, metavar="N",
