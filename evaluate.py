@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from envs.errors import InputError
 from latent_adversary import ATTACKS
 from slac import evaluation
 from slac.checkpoint import atomic_write
+from slac.errors import InputError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

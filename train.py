@@ -13,8 +13,8 @@ import argparse
 import sys
 
 try:
-    from envs.errors import InputError
     from slac.config import presets
+    from slac.errors import InputError
     from slac.run import RunRequest, make_trainer
     from slac.trainer import TrainingDiverged
 except ValueError as error:  # envs.InputError at import: the MuJoCo rendering backend cannot start

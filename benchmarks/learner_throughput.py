@@ -117,7 +117,7 @@ def measure(args, device: torch.device, bf16: bool) -> tuple[float, float, float
 
     def model_update() -> None:
         b = batch(cfg.model.batch_size)
-        model.update(b["images"], b["action"], b["reward"], b["cost"], b["terminated"])
+        model.update(b["images"], b["action"], b["reward"], b["cost"])
 
     def agent_update(k: int = 1) -> None:
         b = batch(cfg.agent.batch_size)

@@ -30,7 +30,8 @@ sys.modules.setdefault("farama_notifications", types.SimpleNamespace(notificatio
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
-from envs.errors import RENDER_BACKENDS, InputError, backend_error, unknown  # noqa: E402
+from envs.backend import RENDER_BACKENDS, backend_error  # noqa: E402
+from slac.errors import InputError, unknown  # noqa: E402
 
 # gymnasium's plugin loader imports MuJoCo's renderer: a bad backend would fail deep inside it
 if os.environ["MUJOCO_GL"] not in RENDER_BACKENDS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import get_args, get_type_hints
 
-from envs.errors import InputError
+from slac.errors import InputError
 
 
 def fill(cls, overrides: dict, env_name: str):

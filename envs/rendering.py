@@ -3,7 +3,7 @@
 ``MUJOCO_GL`` defaults to ``egl`` (headless; Mesa's software renderer on machines without a
 GPU) when the user has not chosen a backend, and ``LP_NUM_THREADS`` (the software renderer's
 threads) to 0: small frames render faster in the calling thread. A backend that cannot start
-raises one :class:`~envs.errors.InputError` naming the backend and the alternatives.
+raises one :class:`~slac.errors.InputError` naming the backend and the alternatives.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ os.environ.setdefault("LP_NUM_THREADS", "0")  # llvmpipe renders in the calling 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from envs.errors import RENDER_BACKENDS, backend_error  # noqa: E402
+from envs.backend import RENDER_BACKENDS, backend_error  # noqa: E402
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 _BACKEND_OK: list[bool] = []

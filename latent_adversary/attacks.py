@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import torch
 
-from envs.errors import InputError, unknown
 from latent_adversary.balls import BoxBall, L2Ball, pgd
 from latent_adversary.objectives import OBJECTIVES, objective_value
+from slac.errors import InputError, unknown
 
 LATENT_PARTS = ("z1", "z2", "both")
 LATENT_NORMS = ("std", "linf", "l2")

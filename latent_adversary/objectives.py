@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from envs.errors import unknown
+from slac.errors import unknown
 
 OBJECTIVES = ("mc", "mr", "mad")
 CRITIC_INPUTS = ("clean", "perturbed")

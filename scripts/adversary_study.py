@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.errors import InputError
 from slac import evaluation
 from slac.checkpoint import atomic_write
+from slac.errors import InputError
 
 
 def attack_space(attack: str) -> str:

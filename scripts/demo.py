@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import envs  # noqa: E402
-from envs.errors import InputError  # noqa: E402
 from slac import evaluation  # noqa: E402
+from slac.errors import InputError  # noqa: E402
 from slac.run import RunRequest, make_trainer  # noqa: E402
 
 

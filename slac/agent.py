@@ -118,7 +118,7 @@ class SafeSACAgent(nn.Module):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))
-        self.lagrangian = Lagrangian(cfg, self.budget_per_episode)
+        self.lagrangian = Lagrangian(cfg, self.budget_per_episode, episode_agent_steps)
         adam = lambda params: torch.optim.Adam(params, lr=cfg.lr, foreach=True)  # noqa: E731
         self.optimizers = {"actor": adam(self.actor.parameters()), "critic": adam(self.critic.parameters()),
                            "cost_critic": adam(self.cost_critic.parameters()),
@@ -216,7 +216,3 @@ class SafeSACAgent(nn.Module):
                    "loss/actor_grad_norm": norm_actor}
         values = torch.stack([v.detach().float().reshape(()) for v in scalars.values()]).tolist()  # one sync
         return {**dict(zip(scalars, values, strict=True)), **extra}
-
-    def update_lagrange(self, episode_cost: float) -> dict[str, float]:
-        """λ rises when the episode cost exceeds the budget and falls (not below 0) otherwise."""
-        return self.lagrangian.update(episode_cost)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.errors import InputError
+from slac.errors import InputError
 
 LATEST = "latest.pt"
 REPLAY = "replay.npz"

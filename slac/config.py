@@ -2,7 +2,7 @@
 
 Defaults are Safe SLAC's published settings (Hogewind et al., ICLR 2023; the LAVA-LAB/safe-slac
 ``configuration.py``). Presets in ``configs/<name>.yaml`` override a subset. Every field has a
-one-line docstring (the comment above it); unknown keys are an :class:`~envs.errors.InputError`.
+one-line docstring (the comment above it); unknown keys are an :class:`~slac.errors.InputError`.
 
 Step counts are *agent steps* (one policy decision = ``action_repeat`` simulator steps).
 """
@@ -16,9 +16,14 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from envs.errors import InputError
+from slac.errors import InputError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+# the valid values of the config's choice fields, declared once (the modules that act on them import these)
+DEVICES = ("auto", "cpu", "cuda")
+LAGRANGE_RULES = ("step", "episode", "pid")
+LATENT_INPUTS = ("sample", "mean")
 
 
 @dataclass
@@ -33,8 +38,13 @@ class ModelConfig:
     z2_dim: int = 200
     # hidden layer sizes of every MLP inside the model
     hidden_units: list[int] = field(default_factory=lambda: [256, 256])
-    # std of the Gaussian image likelihood, in [0, 1] pixel units (Safe SLAC's image_noise)
+    # variance of the Gaussian image likelihood, pixels in [0, 1]: the decoder's std is its square root
+    # (Safe SLAC's image_noise, 0.4)
     image_noise: float = 0.4
+    # the cost head's loss: scale * BCE with positives (c_t > 0) weighted positive_weight (Safe SLAC:
+    # -30 (100 y log p + (1 - y) log(1 - p)), y = sign(c_t))
+    cost_loss_scale: float = 30.0
+    cost_positive_weight: float = 100.0
     # number of transitions per training sequence S (each sample has S+1 frames)
     sequence_length: int = 10
     # sequences per model update
@@ -78,16 +88,13 @@ class AgentConfig:
     target_entropy: float | None = None
     # episode cost budget per 1000 simulator steps (Safety Gym convention: 25)
     budget: float = 25.0
-    # how lambda is updated once per episode (slac/lagrangian.py): 'gradient' (plain dual ascent),
-    # 'pid' (Stooke et al., 2020) or 'log' (a step on log lambda, close to Safe SLAC's update)
-    lagrangian: str = "gradient"
+    # how lambda moves (slac/lagrangian.py): 'step' (Safe SLAC: SGD on softplus-parameterised lambda
+    # after every agent step), 'episode' (dual ascent once per episode) or 'pid' (Stooke et al., 2020)
+    lagrangian: str = "step"
     # initial Lagrange multiplier (Safe SLAC: 0.02)
     init_lagrange: float = 0.02
-    # learning rate of lambda in the gradient update
+    # learning rate of lambda's rule, 'step' and 'episode' (Safe SLAC: 2e-4, plain SGD)
     lagrange_lr: float = 2e-4
-    # 'log' rule: step on log lambda per episode (lambda changes by at most e^step) and lambda's floor
-    lagrange_log_lr: float = 0.1
-    lagrange_min: float = 1e-3
     # PID Lagrangian gains (used when lagrangian == 'pid')
     pid_kp: float = 0.05
     pid_ki: float = 0.005
@@ -340,8 +347,8 @@ def resolve(preset: str | None = None, files: list[str | Path] = (), sets: list[
 
 
 _CHOICES = {
-    "device": ("auto", "cpu", "cuda"),
-    "agent.lagrangian": ("gradient", "pid", "log"),
+    "device": DEVICES,
+    "agent.lagrangian": LAGRANGE_RULES,
     "adversary.kind": ("none", "random", "image", "latent"),
     "adversary.objective": ("mc", "mr", "mad"),
     "adversary.schedule": ("constant", "linear"),
@@ -350,7 +357,7 @@ _CHOICES = {
     "adversary.targets": ("clean", "perturbed"),
     "adversary.train_on": ("perturbed", "actor", "clean"),
     "adversary.critic_input": ("clean", "perturbed"),
-    "agent.latent_input": ("sample", "mean"),
+    "agent.latent_input": LATENT_INPUTS,
 }
 
 
@@ -362,14 +369,15 @@ def validate(cfg: Config) -> None:
             raise InputError(f"config key {key!r} is {flat[key]!r}; valid: {', '.join(choices)}")
     positive = ["model.feature_dim", "model.z1_dim", "model.z2_dim", "model.image_noise",
                 "model.sequence_length", "model.batch_size", "model.lr", "agent.batch_size",
-                "agent.lr", "agent.lagrange_min", "train.steps", "train.buffer_size", "train.update_every",
+                "agent.lr", "train.steps", "train.buffer_size", "train.update_every",
                 "train.eval_episodes", "train.log_interval", "train.checkpoint_interval",
                 "train.eval_interval", "train.agent_updates_per_model_update"]
     for key in positive:
         if not flat[key] > 0:
             raise InputError(f"config key {key!r} must be > 0, got {flat[key]!r}")
     nonneg = ["train.initial_collection_steps", "train.initial_learning_steps", "train.updates_per_step",
-              "agent.budget", "agent.init_lagrange", "agent.lagrange_log_lr", "agent.init_alpha", "adversary.epsilon",
+              "agent.budget", "agent.init_lagrange", "agent.lagrange_lr", "agent.init_alpha",
+              "model.cost_loss_scale", "model.cost_positive_weight", "adversary.epsilon",
               "adversary.smoothness_coef", "train.image_log_interval", "train.threads"]
     for key in nonneg:
         if not flat[key] >= 0:

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 import envs
-from envs.errors import InputError
 from latent_adversary import make_online_attack
 from slac import checkpoint as checkpoints
+from slac.errors import InputError
 from slac.rollout import LatentPolicy, episode_stats, run_episode
 from slac.run import RunRequest, env_for
 from slac.trainer import (

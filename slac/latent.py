@@ -3,13 +3,16 @@
 Two latent levels per step, z_t = (z1_t, z2_t). Generative model:
     p(z1_0) = N(0, I),                     p(z2_0 | z1_0)
     p(z1_{t+1} | z2_t, a_t),                p(z2_{t+1} | z1_{t+1}, z2_t, a_t)
-    p(x_t | z_t) = N(decoder(z_t), image_noise^2)
+    p(x_t | z_t) = N(decoder(z_t), image_noise)    (image_noise is a variance, as in Safe SLAC)
     p(r_t | z_t, a_t, z_{t+1}) Gaussian,    p(c_t > 0 | z_t, a_t, z_{t+1}) Bernoulli
 Filtering posterior (sharing the z2 distributions with the prior, as SLAC does):
     q(z1_0 | x_0),   q(z1_{t+1} | x_{t+1}, z2_t, a_t),   z2 from the same p(z2 | ...) as above.
 Loss per sequence (the negative ELBO, SLAC eq. 6, plus Safe SLAC's cost term), summed over time
 and dimensions, averaged over the batch (as SLAC and Safe SLAC reduce it):
-    sum_t KL(q(z1_t | .) || p(z1_t | .)) - log p(x_t | z_t) - log p(r_t | .) - log p(c_t | .)
+    sum_t KL(q(z1_t | .) || p(z1_t | .)) - log p(x_t | z_t) - log p(r_t | .) + cost_t
+    cost_t = -k (w y_t log p_t + (1 - y_t) log(1 - p_t)),   y_t = sign(c_t),  p_t = p(c_t > 0 | .)
+with Safe SLAC's k = 30 and w = 100 (``cost_loss_scale``, ``cost_positive_weight``): a step with
+cost weighs w times a step without, since the cost head is what puts hazards into the latent state.
 Images are float tensors in [0, 1] (``to_float``); attacks measure their L-inf ball in this scale.
 Each frame is encoded once per update; the filter then runs over features (the only sequential
 part), and the priors, decoder and reward/cost heads run batched over all time steps.
@@ -126,11 +129,11 @@ class LatentModel(nn.Module):
         return self.decoder(torch.cat([z1, z2], dim=-1))
 
     # -------------------------------------------------------------- learning
-    def loss(self, images, actions, rewards, costs, terminated) -> tuple[torch.Tensor, dict[str, float]]:
-        """Negative ELBO of a batch: images (B, S+1, C, H, W), actions (B, S, A), rest (B, S).
+    def loss(self, images, actions, rewards, costs) -> tuple[torch.Tensor, dict[str, float]]:
+        """Negative ELBO of a batch: images (B, S+1, C, H, W), actions (B, S, A), rewards and costs (B, S).
 
         Sequences never cross an episode end, so every reward and cost in them is real data and
-        none is masked; ``terminated`` is accepted for interface symmetry.
+        none is masked.
         """
         batch = images.shape[0]
         post = self.filter_sequence(self.encode(images), actions)
@@ -138,8 +141,8 @@ class LatentModel(nn.Module):
         kl = gaussian_kl(post["z1_mean"], post["z1_std"], post["prior_mean"], post["prior_std"])
         loss_kl = kl.sum() / batch
         z = torch.cat([post["z1"], post["z2"]], dim=-1)  # (B, S+1, latent_dim)
-        # -log N(x; decoder(z), σ²) = (x - mean)² / (2σ²) + log σ + log(2π)/2 per pixel
-        sigma = self.cfg.image_noise
+        # -log N(x; decoder(z), σ²) = (x - mean)² / (2σ²) + log σ + log(2π)/2 per pixel, σ² = image_noise
+        sigma = math.sqrt(self.cfg.image_noise)
         squared_error = (images - self.decoder(z)).square().sum()
         log_normaliser = math.log(sigma) + 0.5 * math.log(2 * math.pi)
         loss_image = (0.5 * squared_error / sigma**2 + images.numel() * log_normaliser) / batch
@@ -147,16 +150,18 @@ class LatentModel(nn.Module):
         r_mean, r_std = self.reward(transition)  # p(r_t | z_t, a_t, z_{t+1}), (B, S, 1)
         loss_reward = -gaussian_log_prob(rearrange(rewards, "b s -> b s 1"), r_mean, r_std).sum() / batch
         cost_logit = rearrange(self.cost(transition), "b s 1 -> b s")  # p(c_t > 0 | z_t, a_t, z_{t+1})
-        labels = (costs > 0).float()  # Safe SLAC's label: sign(c_t)
-        loss_cost = F.binary_cross_entropy_with_logits(cost_logit, labels, reduction="sum") / batch
+        labels = (costs > 0).float()  # Safe SLAC's label: sign(c_t), costs being >= 0
+        positive_weight = torch.tensor(self.cfg.cost_positive_weight, device=cost_logit.device)
+        bce = F.binary_cross_entropy_with_logits(cost_logit, labels, pos_weight=positive_weight, reduction="sum")
+        loss_cost = self.cfg.cost_loss_scale * bce / batch
         loss = loss_kl + loss_image + loss_reward + loss_cost
         names = ("loss/kl", "loss/image", "loss/reward", "loss/cost", "loss/model")
         values = torch.stack([loss_kl, loss_image, loss_reward, loss_cost, loss]).tolist()  # one device sync
         return loss, dict(zip(names, values, strict=True))
 
-    def update(self, images, actions, rewards, costs, terminated) -> dict[str, float]:
+    def update(self, images, actions, rewards, costs) -> dict[str, float]:
         """One Adam step on the negative ELBO, with global gradient-norm clipping."""
-        loss, metrics = self.loss(images, actions, rewards, costs, terminated)
+        loss, metrics = self.loss(images, actions, rewards, costs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.parameters(), self.cfg.grad_clip_norm, foreach=True)

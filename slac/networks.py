@@ -16,6 +16,8 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
+from slac.errors import InputError
+
 # the encoder halves the image four times, then one convolution covers what is left
 IMAGE_DIVISOR = 16
 
@@ -70,8 +72,6 @@ def tanh_gaussian_sample(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.T
 def check_image_size(image_shape: tuple[int, ...]) -> None:
     """The encoder/decoder take (C, H, W) images with H and W positive multiples of 16 (64x64 in
     Safe SLAC; 32, 48, 96, 128, ... also work, non-square too)."""
-    from envs.errors import InputError
-
     if len(image_shape) != 3 or any(s <= 0 or s % IMAGE_DIVISOR for s in image_shape[1:]):
         raise InputError(f"the latent model takes (C, H, W) images with H and W multiples of {IMAGE_DIVISOR} "
                          f"(e.g. 64x64, Safe SLAC's size); got {tuple(image_shape)}")

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import envs
-from envs.errors import InputError, unknown
 from slac import checkpoint, config
+from slac.errors import InputError, unknown
 from slac.trainer import Trainer
 
 

@@ -26,12 +26,12 @@ import torch
 from tqdm import tqdm
 
 import envs
-from envs.errors import InputError
 from latent_adversary import AdversarialTraining, AgentInputs
 from slac import checkpoint
 from slac.agent import SafeSACAgent
 from slac.buffer import SequenceReplayBuffer, last_steps
 from slac.config import Config, from_dict, save_yaml, to_dict
+from slac.errors import InputError
 from slac.latent import LatentModel, to_float
 from slac.logger import Logger
 from slac.rollout import LatentPolicy, episode_stats, run_episode
@@ -235,7 +235,7 @@ class Trainer:
     def update_model(self) -> dict[str, float]:
         b = self._batch(self.cfg.model.batch_size)
         images, adversary = self.adversary.model_images(b["images"], b["action"], self.counters["step"])
-        metrics = self.model.update(images, b["action"], b["reward"], b["cost"], b["terminated"])
+        metrics = self.model.update(images, b["action"], b["reward"], b["cost"])
         self.counters["model_updates"] += 1
         return {**metrics, **adversary}
 
@@ -377,12 +377,14 @@ class Trainer:
             c["lifetime_cost"] += cost
             ep_return += float(reward)
             ep_cost += cost
+            if not random_phase:
+                self.agent.lagrangian.observe_step(cost)
             bar.update(1)
             if terminated or truncated:
                 c["episodes"] += 1
                 episode = {"train/episode_return": ep_return, "train/episode_cost": ep_cost}
                 if ep_by_policy:
-                    episode.update(self.agent.update_lagrange(ep_cost))
+                    episode.update(self.agent.lagrangian.observe_episode(ep_cost))
                 self.logger.accumulate(episode)
                 bar.set_postfix(ret=f"{ep_return:.1f}", cost=f"{ep_cost:.1f}",
                                 lam=f"{float(self.agent.lagrangian.value):.3g}")

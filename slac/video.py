@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.errors import InputError
+from slac.errors import InputError
 
 HEADER = 32  # header strip height; 32 + H stays a multiple of 16 (H.264 macro blocks) for H = 64 k
 RED = (220, 30, 30)

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import envs
-from envs.errors import InputError
 from latent_adversary import (
     ATTACKS,
     AdversarialTraining,
@@ -23,6 +22,7 @@ from latent_adversary.balls import BoxBall, L2Ball, pgd
 from latent_adversary.objectives import objective_value
 from slac import checkpoint
 from slac.config import AdversaryConfig, resolve
+from slac.errors import InputError
 from slac.logger import read_metrics
 from slac.rollout import LatentPolicy, run_episode
 from slac.run import RunRequest, make_trainer

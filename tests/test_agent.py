@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from envs.errors import InputError
 from slac.agent import SafeSACAgent, discounted_step_budget, episode_budget, soft_update
 from slac.config import AgentConfig
+from slac.errors import InputError
 from slac.lagrangian import Lagrangian
 
 L, A = 6, 2  # latent and action sizes
@@ -227,93 +227,92 @@ def test_terminated_masks_but_truncation_is_not_an_input():
 
 
 # ------------------------------------------------------------------ lambda
-@pytest.mark.parametrize("kind", ["gradient", "pid"])
-def test_lambda_rises_over_budget_and_falls_to_zero_at_most(kind):
-    lagrangian = Lagrangian(AgentConfig(lagrangian=kind, init_lagrange=0.5, lagrange_lr=0.01), budget=25.0)
+def per_episode(rule: str, budget: float = 25.0, **kw) -> Lagrangian:
+    return Lagrangian(AgentConfig(lagrangian=rule, **kw), episode_budget=budget, episode_steps=100)
+
+
+@pytest.mark.parametrize("rule", ["episode", "pid"])
+def test_lambda_rises_over_budget_and_falls_to_zero_at_most(rule):
+    lagrangian = per_episode(rule, init_lagrange=0.5, lagrange_lr=0.01)
     values = [lagrangian.value]
     for _ in range(5):
-        lagrangian.update(60.0)
+        lagrangian.observe_episode(60.0)
         values.append(lagrangian.value)
     assert all(b > a for a, b in zip(values, values[1:], strict=False)), values
     lowest = []
     for _ in range(1000):
-        lagrangian.update(0.0)
+        lagrangian.observe_episode(0.0)
         lowest.append(lagrangian.value)
     assert min(lowest) >= 0.0 and lagrangian.value == 0.0
     assert all(b <= a for a, b in zip(lowest, lowest[1:], strict=False))
 
 
-def test_gradient_lambda_update_by_hand():
-    cfg = AgentConfig(lagrangian="gradient", init_lagrange=0.5, lagrange_lr=0.01)
-    lagrangian = Lagrangian(cfg, budget=25.0)
-    metrics = lagrangian.update(45.0)  # λ + lr (C - d) = 0.5 + 0.01 * 20
+def test_episode_lambda_update_by_hand():
+    lagrangian = per_episode("episode", init_lagrange=0.5, lagrange_lr=0.01)
+    metrics = lagrangian.observe_episode(45.0)  # λ + lr (C - d) = 0.5 + 0.01 * 20
     assert lagrangian.value == pytest.approx(0.7)
     assert metrics["train/lambda"] == pytest.approx(0.7)
-    lagrangian.update(0.0)
+    lagrangian.observe_step(1000.0)  # the per-episode rule ignores step costs
+    assert lagrangian.value == pytest.approx(0.7)
+    lagrangian.observe_episode(0.0)
     assert lagrangian.value == pytest.approx(0.45)
-    lagrangian.update(25.0)  # at the budget: no change
+    lagrangian.observe_episode(25.0)  # at the budget: no change
     assert lagrangian.value == pytest.approx(0.45)
-    lagrangian.update(0.0)
-    lagrangian.update(0.0)  # 0.2 - 0.25 < 0: clamped
+    lagrangian.observe_episode(0.0)
+    lagrangian.observe_episode(0.0)  # 0.2 - 0.25 < 0: clamped
     assert lagrangian.value == 0.0
 
 
 def test_pid_lambda_update_by_hand():
     """Stooke et al. (2020) Algorithm 2: λ = (K_p e + K_i I + K_d (C - C_prev)_+)_+, I = (I + e)_+."""
-    cfg = AgentConfig(lagrangian="pid", init_lagrange=0.0, pid_kp=0.1, pid_ki=0.01, pid_kd=0.2)
-    lagrangian = Lagrangian(cfg, budget=10.0)
-    lagrangian.update(30.0)  # e = 20, I = 20, no derivative on the first episode
+    lagrangian = per_episode("pid", budget=10.0, init_lagrange=0.0, pid_kp=0.1, pid_ki=0.01, pid_kd=0.2)
+    lagrangian.observe_episode(30.0)  # e = 20, I = 20, no derivative on the first episode
     assert lagrangian.value == pytest.approx(0.1 * 20 + 0.01 * 20)
-    lagrangian.update(40.0)  # e = 30, I = 50, derivative 10
+    lagrangian.observe_episode(40.0)  # e = 30, I = 50, derivative 10
     assert lagrangian.value == pytest.approx(0.1 * 30 + 0.01 * 50 + 0.2 * 10)
-    lagrangian.update(35.0)  # e = 25, I = 75, the derivative only counts rises
+    lagrangian.observe_episode(35.0)  # e = 25, I = 75, the derivative only counts rises
     assert lagrangian.value == pytest.approx(0.1 * 25 + 0.01 * 75)
-    lagrangian.update(0.0)  # e = -10, I = 65: K_p e + K_i I = -1 + 0.65 < 0, clamped
+    lagrangian.observe_episode(0.0)  # e = -10, I = 65: K_p e + K_i I = -1 + 0.65 < 0, clamped
     assert lagrangian.value == 0.0
 
 
-def test_log_lambda_update_by_hand():
-    """λ ← max(λ_min, λ exp(η clip((C - d) / d, -1, 1))): geometric steps of at most e^η either way."""
-    cfg = AgentConfig(lagrangian="log", init_lagrange=0.5, lagrange_log_lr=0.1, lagrange_min=0.01)
-    lagrangian = Lagrangian(cfg, budget=25.0)
-    lagrangian.update(30.0)  # relative error 0.2
-    assert lagrangian.value == pytest.approx(0.5 * math.exp(0.02))
-    lagrangian.update(900.0)  # relative error 35, clipped to 1
-    assert lagrangian.value == pytest.approx(0.5 * math.exp(0.12))
-    lagrangian.update(25.0)  # at the budget: no change
-    assert lagrangian.value == pytest.approx(0.5 * math.exp(0.12))
-    lagrangian.update(0.0)  # relative error -1
-    assert lagrangian.value == pytest.approx(0.5 * math.exp(0.02))
-    for _ in range(100):
-        lagrangian.update(0.0)
-    assert lagrangian.value == pytest.approx(0.01)  # held at the floor, so it can rise again
-    lagrangian.update(50.0)
-    assert lagrangian.value == pytest.approx(0.01 * math.exp(0.1))
+def test_step_lambda_moves_every_step_and_ignores_episodes():
+    """Safe SLAC's rule on one step by hand: ρ ← ρ − lr σ(ρ)/softplus(ρ) (D/T − c), λ = softplus(ρ)."""
+    lagrangian = per_episode("step", budget=25.0, init_lagrange=0.5, lagrange_lr=0.01)  # D/T = 0.25
+    rho = math.log(math.expm1(0.5))
+    lagrangian.observe_step(2.25)  # over the step budget by 2
+    sigmoid = 1 / (1 + math.exp(-rho))
+    rho += 0.01 * sigmoid / 0.5 * 2.0
+    assert lagrangian.value == pytest.approx(math.log1p(math.exp(rho)), rel=1e-6)
+    before = lagrangian.value
+    lagrangian.observe_episode(1000.0)
+    assert lagrangian.value == before
+    for _ in range(50):
+        lagrangian.observe_step(0.0)  # under the step budget: λ falls, and stays positive
+    assert 0 < lagrangian.value < before
 
 
-def test_log_lambda_falls_as_fast_as_it_rose():
-    """The point of the log rule: k unsafe episodes then k safe ones bring λ back where it started,
-    where the gradient rule (rising by lr (C - d), falling by lr d) stays far above."""
-    log_rule = Lagrangian(AgentConfig(lagrangian="log", init_lagrange=0.02), budget=25.0)
-    gradient_rule = Lagrangian(AgentConfig(lagrangian="gradient", init_lagrange=0.02, lagrange_lr=2e-5), budget=25.0)
-    for cost in [525.0] * 30 + [0.0] * 30:
-        log_rule.update(cost)
-        gradient_rule.update(cost)
-    assert log_rule.value == pytest.approx(0.02)
-    assert gradient_rule.value == pytest.approx(0.02 + 30 * 2e-5 * 500 - 30 * 2e-5 * 25)
+def test_switching_rule_keeps_lambda():
+    """A checkpoint written under one rule fine-tunes under another from the same λ."""
+    episode = per_episode("episode", init_lagrange=0.5, lagrange_lr=0.01)
+    episode.observe_episode(45.0)
+    step = per_episode("step", init_lagrange=0.02)
+    step.load_state_dict(saved(episode.state_dict()))
+    step.observe_step(0.25)  # exactly the step budget: ρ does not move
+    assert step.value == pytest.approx(0.7, rel=1e-6)
 
 
 def test_pid_state_round_trips():
-    cfg = AgentConfig(lagrangian="pid", init_lagrange=0.0, pid_kp=0.1, pid_ki=0.01, pid_kd=0.2)
-    a, b = Lagrangian(cfg, budget=10.0), Lagrangian(cfg, budget=10.0)
-    a.update(30.0)
+    a, b = (per_episode("pid", budget=10.0, init_lagrange=0.0, pid_kp=0.1, pid_ki=0.01, pid_kd=0.2)
+            for _ in range(2))
+    a.observe_episode(30.0)
     b.load_state_dict(saved(a.state_dict()))
-    assert a.update(50.0) == b.update(50.0)  # same integral and previous cost, so the same derivative
+    assert a.observe_episode(50.0) == b.observe_episode(50.0)  # same integral and previous cost
 
 
-def test_unknown_lagrangian_kind_is_an_input_error():
-    with pytest.raises(InputError, match="gradient, pid, log"):
-        Lagrangian(AgentConfig(lagrangian="adam"), budget=1.0)
+def test_unknown_lagrangian_rule_is_an_input_error():
+    with pytest.raises(InputError, match="episode, pid, step"):
+        per_episode("adam")
 
 
 # ------------------------------------------------------------------ checkpoint
@@ -323,7 +322,7 @@ def test_state_dicts_restore_everything_bitwise():
     agent = tiny_agent(seed=0, lagrangian="pid")
     for _ in range(2):
         agent.update(*transitions())
-    agent.update_lagrange(100.0)
+    agent.lagrangian.observe_episode(100.0)
     clone = tiny_agent(seed=42, lagrangian="pid")
     clone.load_state_dict(saved(agent.state_dict()))
     for name, state in saved({k: o.state_dict() for k, o in agent.optimizers.items()}).items():
@@ -335,7 +334,7 @@ def test_state_dicts_restore_everything_bitwise():
     for a in (agent, clone):
         torch.manual_seed(8)
         a.update(*transitions(seed=3))
-        a.update_lagrange(10.0)
+        a.lagrangian.observe_episode(10.0)
     for (name, p), q in zip(agent.state_dict().items(), clone.state_dict().values(), strict=True):
         assert torch.equal(p, q) or (p.isnan().all() and q.isnan().all()), name
     z = torch.randn(3, L)

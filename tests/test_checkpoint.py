@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from envs.errors import InputError
 from slac import checkpoint
+from slac.errors import InputError
 
 
 def test_round_trip_keeps_every_tensor_and_number(tmp_path):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from envs.errors import InputError
 from slac import config
+from slac.errors import InputError
 
 
 def test_defaults_are_safe_slacs_published_settings():
@@ -41,7 +41,7 @@ def test_overrides_are_typed_and_nested():
     ("agent.sequence_transitions=11", "'agent.sequence_transitions' must be in [1, model.sequence_length = 10]"),
     ("agent.sequence_transitions=0", "'agent.sequence_transitions' must be in [1"),
     ("adversary.kind=pixel", "'adversary.kind' is 'pixel'; valid: none, random, image, latent"),
-    ("agent.lagrangian=pd", "valid: gradient, pid"),
+    ("agent.lagrangian=pd", "valid: step, episode, pid"),
     ("agent.latent_input=mode", "'agent.latent_input' is 'mode'; valid: sample, mean"),
     ("agent=3", "'agent' is a section"),
     ("justakey", "--set expects key=value"),

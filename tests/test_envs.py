@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.errors import InputError
+from slac.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import evaluate
-from envs.errors import InputError
 from slac import evaluation, video
+from slac.errors import InputError
 from slac.run import RunRequest, make_trainer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from envs.errors import InputError
 from slac.config import ModelConfig
+from slac.errors import InputError
 from slac.latent import LatentModel, to_float
 from slac.networks import gaussian_kl, gaussian_log_prob
 
@@ -29,7 +29,7 @@ def batch(seed=1, image_shape=SHAPE):
     actions = torch.rand(B, S, A, generator=g) * 2 - 1
     rewards = torch.randn(B, S, generator=g)
     costs = torch.tensor([[0.0, 2.0, 0.0], [0.5, 0.0, 0.0]])
-    return images, actions, rewards, costs, torch.zeros(B, S)
+    return images, actions, rewards, costs
 
 
 class Constant(nn.Module):
@@ -83,14 +83,15 @@ def test_likelihood_terms_on_hand_made_tensors():
     images = torch.full((B, S + 1, *SHAPE), 0.7)
     rewards = torch.full((B, S), 3.0)
     costs = torch.tensor([[0.0, 2.0, 0.0], [0.5, 0.0, 0.0]])  # 2 positive labels of 6
-    _, m = model.loss(images, torch.zeros(B, S, A), rewards, costs, torch.zeros(B, S))
-    sigma, half_log_2pi = TINY.image_noise, 0.5 * math.log(2 * math.pi)
+    _, m = model.loss(images, torch.zeros(B, S, A), rewards, costs)
+    sigma, half_log_2pi = math.sqrt(TINY.image_noise), 0.5 * math.log(2 * math.pi)  # image_noise: a variance
     pixels = (S + 1) * math.prod(SHAPE)
     image_nll = pixels * (0.5 * (0.2 / sigma) ** 2 + math.log(sigma) + half_log_2pi)  # per sequence
     assert m["loss/image"] == pytest.approx(image_nll, rel=1e-5)
     reward_nll = S * (0.5 * ((3.0 - 1.0) / 2.0) ** 2 + math.log(2.0) + half_log_2pi)
     assert m["loss/reward"] == pytest.approx(reward_nll, rel=1e-5)
-    assert m["loss/cost"] == pytest.approx((2 * -math.log(0.75) + 4 * -math.log(0.25)) / B, rel=1e-5)
+    # Safe SLAC's weighting: scale 30, positives (c > 0) weighted 100
+    assert m["loss/cost"] == pytest.approx(30 * (100 * 2 * -math.log(0.75) + 4 * -math.log(0.25)) / B, rel=1e-5)
     total = m["loss/kl"] + m["loss/image"] + m["loss/reward"] + m["loss/cost"]
     assert m["loss/model"] == pytest.approx(total, rel=1e-5)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from envs.errors import InputError
 from slac import checkpoint, config
+from slac.errors import InputError
 from slac.logger import read_metrics
 from slac.run import RunRequest, make_trainer
 

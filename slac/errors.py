@@ -2,7 +2,8 @@
 
 Everything a user can get wrong (an env or shift name, a config key, a checkpoint, a device)
 raises :class:`InputError` with a message naming the bad value and the valid ones. Entry points
-catch it and print the message without a traceback.
+catch it and print the message without a traceback. It lives here, in a module that imports
+nothing, so that every package (``envs`` included) can raise it.
 """
 
 
@@ -14,16 +15,3 @@ def unknown(kind: str, value: object, valid) -> InputError:
     """Build the standard 'unknown X' error listing the valid choices."""
     choices = ", ".join(sorted(str(v) for v in valid))
     return InputError(f"unknown {kind} {value!r}; valid: {choices}")
-
-
-RENDER_BACKENDS = ("egl", "osmesa", "glfw")
-
-
-def backend_error(reason: str) -> InputError:
-    """The error for a MuJoCo rendering backend (``MUJOCO_GL``) that cannot start."""
-    import os
-
-    return InputError(
-        f"cannot start the MuJoCo rendering backend MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: {reason}. "
-        f"Valid backends: {', '.join(RENDER_BACKENDS)}: egl is headless (needs libEGL, e.g. Debian's libegl1 "
-        "and libgl1-mesa-dri), osmesa is software (needs libosmesa6), glfw needs a display.")
