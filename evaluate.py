@@ -1,7 +1,7 @@
 """Evaluate a checkpoint: rollouts, metrics (table + JSON), test-time attacks and videos.
 
     python evaluate.py --checkpoint RUN_DIR_OR_FILE [--env NAME | --shift NAME --side source|target]
-                       [--episodes N] [--seed N] [--deterministic | --stochastic] [--workers N]
+                       [--episodes N] [--seed N] [--stochastic] [--workers N]
                        [--attack NAME --epsilon E [--attack-steps K] | --epsilon-sweep 0,0.01,...]
                        [--video PATH.mp4] [--video-episodes K] [--tensorboard DIR] [--out metrics.json]
                        [--plot PATH.png] [--device auto|cpu|cuda] [--threads N]
@@ -20,10 +20,17 @@ from pathlib import Path
 
 import torch
 
-from latent_adversary import ATTACKS
-from slac import evaluation
-from slac.checkpoint import atomic_write
-from slac.errors import InputError
+try:
+    from latent_adversary import ATTACKS
+    from latent_adversary.run import make_evaluator
+    from slac import evaluation, report
+    from slac.checkpoint import atomic_write
+    from slac.config import DEVICES, PHASES
+    from slac.errors import InputError
+    from slac.run import env_name_for
+except ValueError as error:  # an InputError at import: the MuJoCo rendering backend cannot start
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,17 +40,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     which.add_argument("--compare", nargs="+", metavar="RUN", help="several checkpoints, one table row each")
     p.add_argument("--env", help="env to evaluate in (python -m envs --list); default: the checkpoint's")
     p.add_argument("--shift", help="a shift name; --side picks its source or target env")
-    p.add_argument("--side", choices=["source", "target"], default="target", help="side of --shift (target)")
+    p.add_argument("--side", choices=PHASES, default="target", help="side of --shift (target)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (episode k's env and torch seeds "
                    "derive from it and k)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
-                      help="act with the mean action and mean latents (default)")
-    mode.add_argument("--stochastic", dest="deterministic", action="store_false",
-                      help="sample actions and latents")
+    p.add_argument("--stochastic", dest="deterministic", action="store_false",
+                   help="sample actions (and latents, with agent.latent_input sample); default: the mean action "
+                   "on the filter's means")
     p.add_argument("--workers", type=int, default=1, help="worker processes (results equal a serial run)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (0: torch's default); "
                    "one suits batch-1 rollouts, and spinning threads on busy cores slow them down a lot")
     p.add_argument("--attack", choices=ATTACKS, help="test-time attack applied at every step")
@@ -87,9 +92,9 @@ def check(args: argparse.Namespace) -> None:
         raise InputError("--video-episodes must be >= 1 and --overview-size >= 16")
     for path, what in ((args.out, "--out"), (args.plot, "--plot"), (args.video, "--video")):
         if path is not None:
-            evaluation.check_writable(path, what)
+            report.check_writable(path, what)
     if args.tensorboard is not None:  # a folder: check that a file can be written in it
-        evaluation.check_writable(Path(args.tensorboard) / "events", "--tensorboard")
+        report.check_writable(Path(args.tensorboard) / "events", "--tensorboard")
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
@@ -98,19 +103,19 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
     check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    env = evaluation.env_name_for(args.env, args.shift, args.side)
+    env = env_name_for(args.env, args.shift, args.side)
     common = {"episodes": args.episodes, "seed": args.seed, "deterministic": args.deterministic,
               "workers": args.workers}
     if args.compare:
-        evaluators = [evaluation.Evaluator(args.compare[0], env, args.device)]
+        evaluators = [make_evaluator(args.compare[0], env, args.device)]
         env = evaluators[0].env_name
-        evaluators += [evaluation.Evaluator(c, env, args.device) for c in args.compare[1:]]  # all fit first
+        evaluators += [make_evaluator(c, env, args.device) for c in args.compare[1:]]  # all fit first
         attack = evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
         return [evaluation.evaluate(e, attack=attack, **common) for e in evaluators], "checkpoint", None
-    evaluator = evaluation.Evaluator(args.checkpoint, env, args.device)
+    evaluator = make_evaluator(args.checkpoint, env, args.device)
     if args.epsilon_sweep is not None:
         specs = [evaluation.AttackSpec(args.attack, eps, args.attack_steps)
-                 for eps in evaluation.parse_epsilons(args.epsilon_sweep)]
+                 for eps in report.parse_epsilons(args.epsilon_sweep)]
         rows = [evaluation.evaluate(evaluator, attack=spec, **common) for spec in specs]
         return rows, "epsilon", lambda r: f"{r['epsilon']:g}"
     attack = evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
@@ -127,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         rows, label, label_of = run(args)
-        print(evaluation.describe(rows[0], sweep=args.epsilon_sweep is not None))
-        print(evaluation.table(rows, label, label_of))
+        print(report.describe(rows[0], sweep=args.epsilon_sweep is not None))
+        print(report.table(rows, label, label_of))
         if args.out:
             payload = rows[0] if len(rows) == 1 and not args.epsilon_sweep else \
                 {"sweep" if args.epsilon_sweep else "compare": rows}
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.epsilon_sweep is not None:
             plot = args.plot or (Path(args.out).with_suffix(".png") if args.out else
                                  Path(f"epsilon_sweep_{args.attack}.png"))
-            evaluation.plot_sweep(rows, plot)
+            report.plot_sweep(rows, plot)
             print(f"plot:    {plot}")
         if args.video:
             print(f"video:   {args.video}")

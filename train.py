@@ -13,7 +13,7 @@ import argparse
 import sys
 
 try:
-    from slac.config import presets
+    from slac.config import DEVICES, PHASES, presets
     from slac.errors import InputError
     from slac.run import RunRequest, make_trainer
     from slac.trainer import TrainingDiverged
@@ -24,7 +24,7 @@ except ValueError as error:  # envs.InputError at import: the MuJoCo rendering b
 
 def parse_args(argv: list[str] | None = None) -> tuple[RunRequest, bool]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--phase", choices=["source", "target"],
+    p.add_argument("--phase", choices=PHASES,
                    help="source (default) or target; not with --resume, which keeps the run's phase")
     p.add_argument("--env", help="env name (python -m envs --list)")
     p.add_argument("--shift", help="shift name: its source env in the source phase, its target env in "
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunRequest, bool]:
                    help="override config values, e.g. --set agent.lr=3e-4 model.z1_dim=16 (repeatable)")
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", type=int, help="agent steps of this phase (train.steps)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its directory (its saved "
                    "config; only --steps and --set train.threads=N may change)")

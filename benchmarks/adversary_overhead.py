@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from latent_adversary.objectives import objective_value
-from slac.run import RunRequest, make_trainer
+from latent_adversary.run import make_trainer
+from slac.run import RunRequest
 
 CONFIGS = [  # (label, attack steps K, --set overrides)
     ("none", 0, []),

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from slac.agent import SafeSACAgent
-from slac.buffer import SequenceReplayBuffer, last_steps
+from slac.agent_inputs import last_transitions
+from slac.buffer import SequenceReplayBuffer
 from slac.config import Config
 from slac.latent import LatentModel, to_float
 from slac.networks import native_bf16
@@ -122,9 +123,7 @@ def measure(args, device: torch.device, bf16: bool) -> tuple[float, float, float
     def agent_update(k: int = 1) -> None:
         b = batch(cfg.agent.batch_size)
         z = model.latents(b["images"], b["action"])  # (B, S+1, L); the trainer's rows b·k + j
-        last = {key: last_steps(b[key], k) for key in ("action", "reward", "cost", "terminated")}
-        agent.update(last_steps(z[:, :-1], k), last["action"], last["reward"], last["cost"], last_steps(z, k),
-                     last["terminated"])
+        agent.update(last_transitions(b, z, k))
 
     def rate(fn, n: int) -> float:
         for _ in range(args.warmup):

@@ -22,11 +22,9 @@ from collections.abc import Sequence
 import torch
 
 from latent_adversary.balls import BoxBall, L2Ball, pgd
-from latent_adversary.objectives import OBJECTIVES, objective_value
+from latent_adversary.config import LATENT_NORMS, LATENT_PARTS, OBJECTIVES
+from latent_adversary.objectives import objective_value
 from slac.errors import InputError, unknown
-
-LATENT_PARTS = ("z1", "z2", "both")
-LATENT_NORMS = ("std", "linf", "l2")
 
 
 def default_step_size(epsilon: float, steps: int, step_size: float | None = None) -> float:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from latent_adversary.config import OBJECTIVES
 from slac.errors import unknown
 
-OBJECTIVES = ("mc", "mr", "mad")
 CRITIC_INPUTS = ("clean", "perturbed")
 
 

@@ -1,7 +1,8 @@
-"""Adversarial training in the source phase: the hook the trainer calls for every update.
+"""Adversarial training in the source phase: a source-training method for the trainer.
 
-``AdversarialTraining.agent_inputs`` turns a clean batch of sequences into the latent transitions
-the actor and critics learn from (the last k of each sequence, ``agent.sequence_transitions``). For
+:class:`AdversarialTraining` implements ``slac.agent_inputs.LearnerInputs``. Its ``agent_batch``
+turns a clean batch of sequences into the latent transitions the actor and critics learn from (the
+last k of each sequence, ``agent.sequence_transitions``). For
 the first ``fraction`` of the sequences (batches are random, so this is a random share) the states
 z_t of those transitions are replaced by attacked ones:
   - ``image``: PGD in the pixel L∞ ball on the frames, through encoder and filter
@@ -33,26 +34,25 @@ the first update (the end of the initial collection).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 import torch
 from torch.nn import functional as F
 
 from latent_adversary.attacks import attack_image_sequence, attack_latent
+from latent_adversary.config import AdversaryConfig, RobustConfig
 from latent_adversary.objectives import objective_value
+from slac.agent import AgentBatch
+from slac.agent_inputs import CleanInputs, LearnerInputs, last_transitions
 from slac.buffer import last_steps
-from slac.config import AdversaryConfig
 
 
-@dataclass
-class AgentInputs:
-    """What one agent update learns from: latents (B, L), optional loss penalties, metrics."""
-
-    z: torch.Tensor
-    next_z: torch.Tensor
-    actor_z: torch.Tensor | None = None  # what the actor acts on, if not z
-    penalties: dict = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
+def learner_inputs(cfg: RobustConfig, model, agent) -> LearnerInputs:
+    """The trainer's inputs for a run: Safe SLAC's own without an adversary, else adversarial training
+    (ε ramps from the first update, at the end of the initial collection)."""
+    if cfg.adversary.kind == "none":
+        return CleanInputs(cfg, model, agent)
+    return AdversarialTraining(cfg.adversary, model, agent, start_step=cfg.train.initial_collection_steps)
 
 
 def _fork_rng(device: torch.device):
@@ -91,26 +91,22 @@ class AdversarialTraining:
                                      random=c.kind == "random")
 
     # ---------------------------------------------------------------- agent
-    def agent_inputs(self, images: torch.Tensor, actions: torch.Tensor, step: int,
-                     transitions: int = 1) -> AgentInputs:
-        """Latent transitions for the agent from images (B, S+1, C, H, W) and actions (B, S, A).
+    def agent_batch(self, batch: dict[str, torch.Tensor], step: int,
+                    transitions: int = 1) -> tuple[AgentBatch, dict[str, float]]:
+        """Latent transitions for the agent from a batch's images (B, S+1, C, H, W), actions (B, S, A),
+        rewards, costs and flags (B, S).
 
         The last ``transitions`` = k transitions of each sequence, (z_t, z_{t+1}) for t = S-k .. S-1,
         as rows (B·k, L), sequence-major (row b·k + j is sequence b's j-th); the perturbed share is
         the first ``fraction`` of the sequences, all k of their transitions.
         """
-        k = transitions
+        images, actions, k = batch["images"], batch["action"], transitions
         epsilon = self.epsilon(step)
         n = self._rows(images.shape[0], epsilon)
         sample = self.agent.cfg.latent_input == "sample"  # posterior draws, or the filter's means
-
-        def pairs(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, S+1, L) -> (B·k, L) twice
-            return last_steps(z[:, :-1], k), last_steps(z, k)
-
         if n == 0:
             z = self.model.latents(images, actions, sample)  # (B, S+1, L), exactly the unattacked trainer
-            metrics = {"adversary/epsilon": epsilon} if self.active else {}
-            return AgentInputs(*pairs(z), metrics=metrics)
+            return last_transitions(batch, z, k), ({"adversary/epsilon": epsilon} if self.active else {})
         c = self.cfg
         # the latents attacked: z_t of every transition learned from, and z_{t+1} too for perturbed targets
         index = list(range(-k - 1, 0 if c.targets == "perturbed" else -1))
@@ -135,7 +131,8 @@ class AdversarialTraining:
                 features = features.clone()
                 features[:n] = self.model.encode(images_adv)
                 z_adv = _latents(self.model.filter_sequence(features, actions, sample))  # same noise as z_clean
-        (z, next_clean), (z_tilde, next_adv) = pairs(z_clean), pairs(z_adv)
+        clean, attacked = last_transitions(batch, z_clean, k), last_transitions(batch, z_adv, k)
+        z, z_tilde = clean.z, attacked.z
         m = n * k  # perturbed rows
         with torch.no_grad():
             before = objective_value(c.objective, self.agent, z[:m], z[:m], c.critic_input)
@@ -146,14 +143,14 @@ class AdversarialTraining:
                        "adversary/latent_shift": (z_tilde[:m] - z[:m]).norm(dim=-1).mean()}
             values = torch.stack(list(scalars.values())).tolist()  # one device sync
         metrics = {"adversary/epsilon": epsilon, **dict(zip(scalars, values, strict=True))}
-        next_z = next_adv if c.targets == "perturbed" else next_clean
-        inputs = AgentInputs(z_tilde if c.train_on == "perturbed" else z, next_z, metrics=metrics,
-                             actor_z=z_tilde if c.train_on == "actor" else None)
+        learned = replace(clean, z=z_tilde if c.train_on == "perturbed" else z,
+                          next_z=attacked.next_z if c.targets == "perturbed" else clean.next_z,
+                          actor_z=z_tilde if c.train_on == "actor" else None)
         if c.smoothness_coef > 0:
-            inputs.penalties = self._smoothness(z[:m], z_tilde[:m], last_steps(actions[:n], k))
+            learned.extra_losses = self._smoothness(z[:m], z_tilde[:m], last_steps(actions[:n], k))
         # the extra time of this update's attack (and its bookkeeping) beyond the clean latents
         metrics["adversary/attack_ms"] = 1e3 * (time.perf_counter() - start)
-        return inputs
+        return learned, metrics
 
     def _smoothness(self, z: torch.Tensor, z_adv: torch.Tensor, action: torch.Tensor) -> dict:
         """Loss terms (called inside the agent update, so gradients reach the actor and Qc)."""

@@ -35,9 +35,10 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import envs  # noqa: E402
-from slac import evaluation  # noqa: E402
+from latent_adversary.run import make_evaluator, make_trainer  # noqa: E402
+from slac import evaluation, report  # noqa: E402
 from slac.errors import InputError  # noqa: E402
-from slac.run import RunRequest, make_trainer  # noqa: E402
+from slac.run import RunRequest  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,10 +88,10 @@ def run(args: argparse.Namespace, out: Path) -> int:
     t = _stage("3/4 source vs fine-tuned checkpoint in the target env",
                f"python evaluate.py --compare {out / 'source'} {out / 'target'} --shift {args.shift} "
                f"--side target --episodes {args.episodes}")
-    rows = [evaluation.evaluate(evaluation.Evaluator(out / run_dir, shift.target), episodes=args.episodes)
+    rows = [evaluation.evaluate(make_evaluator(out / run_dir, shift.target), episodes=args.episodes)
             for run_dir in ("source", "target")]
-    print(evaluation.describe(rows[0]))
-    print(evaluation.table(rows))
+    print(report.describe(rows[0]))
+    print(report.table(rows))
     print(f"   ({time.perf_counter() - t:.0f} s)")
 
     video, metrics = out / "target_video.mp4", out / "target_eval.json"

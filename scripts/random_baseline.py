@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 
 import envs
-from slac.trainer import episode_seed
+from slac.rollout import episode_seed
 
 
 def main() -> None:

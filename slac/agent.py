@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import nn
@@ -103,6 +105,34 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(t_params, s_params, tau)
 
 
+@dataclass
+class AgentBatch:
+    """The latent transitions one agent update learns from, one row each: (B, L) latents, (B, A)
+    actions, (B,) reward, cost and termination flag.
+
+    ``actor_z`` is what the actor picks its action from when that is not ``z`` (the critics value
+    the action at ``z`` all the same); ``extra_losses`` maps 'actor' and/or 'cost_critic' to a
+    function returning a scalar added to that network's loss inside the update (so its gradient
+    reaches the network). Both default to nothing: the plain SAC-Lagrangian update.
+    """
+
+    z: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    cost: torch.Tensor
+    next_z: torch.Tensor
+    terminated: torch.Tensor
+    actor_z: torch.Tensor | None = None
+    extra_losses: dict[str, Callable[[], torch.Tensor]] = field(default_factory=dict)
+
+    def rows(self, index: torch.Tensor) -> AgentBatch:
+        """The batch of rows ``index`` (extra losses cannot be split: they see the whole batch)."""
+        if self.extra_losses:
+            raise ValueError("a batch with extra losses cannot be split into rows")
+        return replace(self, **{f.name: getattr(self, f.name)[index] for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
+
+
 class SafeSACAgent(nn.Module):
     def __init__(self, cfg: AgentConfig, latent_dim: int, action_dim: int, action_repeat: int,
                  episode_agent_steps: int):
@@ -136,18 +166,15 @@ class SafeSACAgent(nn.Module):
     def act(self, z: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor(z) if deterministic else self.actor.sample(z)[0]
 
-    def critic_targets(self, reward, cost, next_z, terminated, horizon: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bellman targets for Q and Qc, (B,) each, no gradient; one a' ~ π(· | z') serves both.
-        With ``horizon`` n > 1 (n-step targets), ``reward`` and ``cost`` are the discounted sums of
-        n steps' rewards and costs (Σ_j γ^j r_{t+j}, Σ_j γ_c^j c_{t+j}), ``next_z`` is z_{t+n} and the
-        bootstrap is discounted by γ^n and γ_c^n."""
+    def critic_targets(self, reward, cost, next_z, terminated) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bellman targets for Q and Qc, (B,) each, no gradient; one a' ~ π(· | z') serves both."""
         with torch.no_grad():
             next_action, next_log_prob = self.actor.sample(next_z)
             q1, q2 = self.critic_target(next_z, next_action)
             soft_value = torch.min(q1, q2) - self.alpha * next_log_prob  # V̄(z') = min_i Q̄_i − α log π
             bootstrap = 1.0 - terminated  # a termination ends the return; a truncation is never passed here
-            target_q = reward + self.cfg.gamma**horizon * bootstrap * soft_value
-            target_qc = cost + self.cfg.gamma_c**horizon * bootstrap * self.cost_critic_target(next_z, next_action)
+            target_q = reward + self.cfg.gamma * bootstrap * soft_value
+            target_qc = cost + self.cfg.gamma_c * bootstrap * self.cost_critic_target(next_z, next_action)
         return target_q, target_qc
 
     def _step(self, name: str, loss: torch.Tensor, params, clip: float) -> torch.Tensor:
@@ -160,46 +187,38 @@ class SafeSACAgent(nn.Module):
         opt.step()
         return norm
 
-    def update(self, z, action, reward, cost, next_z, terminated, penalties: dict | None = None,
-               actor_z: torch.Tensor | None = None, horizon: int = 1) -> dict[str, float]:
-        """One SAC-Lagrangian step on a batch of latent transitions, each (B, ...).
-
-        ``actor_z`` (default ``z``) is what the actor sees when it picks the action that the critics
-        then value at ``z`` (latent_adversary's ``train_on: actor``: the policy acts on a perturbed
-        state and is judged in the true one). ``penalties`` maps 'actor' and/or 'cost_critic' to a
-        function returning a scalar loss term added to that network's loss (latent_adversary's
-        smoothness regulariser).
-        """
+    def update(self, batch: AgentBatch) -> dict[str, float]:
+        """One SAC-Lagrangian step on a batch of latent transitions (critics, cost critic, actor, α)."""
         clip = self.cfg.grad_clip_norm
-        penalties = penalties or {}
         extra: dict[str, float] = {}
 
-        def penalised(name: str, loss: torch.Tensor) -> torch.Tensor:
-            if name not in penalties:
+        def with_extra(name: str, loss: torch.Tensor) -> torch.Tensor:
+            if name not in batch.extra_losses:
                 return loss
-            term = penalties[name]()
+            term = batch.extra_losses[name]()
             extra[f"loss/{name}_penalty"] = term.item()
             return loss + term
 
-        target_q, target_qc = self.critic_targets(reward, cost, next_z, terminated, horizon)  # (B,) each
+        z, action = batch.z, batch.action
+        target_q, target_qc = self.critic_targets(batch.reward, batch.cost, batch.next_z, batch.terminated)  # (B,) each
         q1, q2 = self.critic(z, action)
         loss_critic = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         norm_critic = self._step("critic", loss_critic, self.critic.parameters(), clip)
         qc = self.cost_critic(z, action)
         loss_cost_critic = F.mse_loss(qc, target_qc)
-        norm_cost_critic = self._step("cost_critic", penalised("cost_critic", loss_cost_critic),
+        norm_cost_critic = self._step("cost_critic", with_extra("cost_critic", loss_cost_critic),
                                       self.cost_critic.parameters(), clip)
 
         # actor: critics are held fixed (their parameters get no gradient from this loss)
         self.critic.requires_grad_(False)
         self.cost_critic.requires_grad_(False)
-        new_action, log_prob = self.actor.sample(z if actor_z is None else actor_z)
+        new_action, log_prob = self.actor.sample(z if batch.actor_z is None else batch.actor_z)
         q_new = torch.min(*self.critic(z, new_action))
         qc_new = self.cost_critic(z, new_action)
         lam = self.lagrangian.lam  # λ ≥ 0, a buffer: no gradient reaches it from here
         loss_actor = (self.alpha * log_prob - q_new + lam * qc_new).mean()
         # Safe SLAC clips the actor at 2x
-        norm_actor = self._step("actor", penalised("actor", loss_actor), self.actor.parameters(), 2 * clip)
+        norm_actor = self._step("actor", with_extra("actor", loss_actor), self.actor.parameters(), 2 * clip)
         self.critic.requires_grad_(True)
         self.cost_critic.requires_grad_(True)
 

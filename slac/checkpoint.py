@@ -10,8 +10,10 @@ renamed over the target, so a crash never leaves a half-written checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -93,3 +95,25 @@ def load_replay(path: str | Path) -> dict[str, np.ndarray] | None:
         return None
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+def architecture(model: torch.nn.Module, agent: torch.nn.Module) -> str:
+    """A fingerprint of the networks' structure (layers, sizes, activations), stored in checkpoints.
+
+    Parameter shapes alone do not pin a network down: a code change of an activation keeps every
+    shape, and such a checkpoint would load silently and compute something else.
+    """
+    return hashlib.sha256((repr(model) + repr(agent)).encode()).hexdigest()[:16]
+
+
+def code_version() -> str:
+    """The git commit of this checkout (with '+changes' if the tree is dirty), or 'unknown'."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit + ("+changes" if dirty else "")) if commit else "unknown"

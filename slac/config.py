@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -22,6 +22,7 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 # the valid values of the config's choice fields, declared once (the modules that act on them import these)
 DEVICES = ("auto", "cpu", "cuda")
+PHASES = ("source", "target")  # a run trains in the source task, or fine-tunes in the target task
 LAGRANGE_RULES = ("step", "episode", "pid")
 LATENT_INPUTS = ("sample", "mean")
 
@@ -108,44 +109,6 @@ class AgentConfig:
 
 
 @dataclass
-class AdversaryConfig:
-    """Adversarial perturbation of what the agent learns from (source phase)."""
-
-    # none | random | image | latent
-    kind: str = "none"
-    # mc (max cost critic) | mr (min reward critic) | mad (max action deviation)
-    objective: str = "mc"
-    # ball radius: [0, 1] pixel units for image, posterior-std (or norm) units for latent
-    epsilon: float = 0.0
-    # projected gradient steps (1 = FGSM)
-    steps: int = 3
-    # step size per gradient step; null means 2.5 * epsilon / steps
-    step_size: float | None = None
-    # constant | linear (ramp epsilon from 0 over ramp_steps)
-    schedule: str = "constant"
-    # agent steps of the linear ramp, counted from the first update (end of initial collection)
-    ramp_steps: int = 100_000
-    # share of each agent batch that is perturbed
-    fraction: float = 0.5
-    # latent attacks: which latent is perturbed: z1 | z2 | both
-    latent_part: str = "both"
-    # latent attacks: ball norm: std (L-inf in posterior-std units) | linf | l2
-    latent_norm: str = "std"
-    # critic targets from clean or perturbed next latents
-    targets: str = "clean"
-    # what the losses see on the perturbed share: perturbed (actor and critics), actor (the actor acts on
-    # z~ and the critics, trained on clean z, value its action at z: Liu et al.'s adversarial training),
-    # or clean (z~ only in the smoothness regulariser)
-    train_on: str = "perturbed"
-    # attack objectives evaluate the critic at the clean z (Liu et al.: Q(z, pi(z~))) or the perturbed one
-    critic_input: str = "clean"
-    # also train the world model's ELBO on perturbed images
-    perturb_model: bool = False
-    # weight of the smoothness regulariser (change of pi and Qc, clean vs perturbed); 0 = off
-    smoothness_coef: float = 0.0
-
-
-@dataclass
 class TrainConfig:
     """The training loop."""
 
@@ -159,14 +122,12 @@ class TrainConfig:
     buffer_size: int = 200_000
     # model updates (each followed by agent_updates_per_model_update agent updates) per agent step
     updates_per_step: float = 1.0
-    # agent updates after each model update (Safe SLAC: 1); each samples its own batch of sequences.
-    # More lets the critics' values propagate further per model update (docs/results.md, "state agent")
+    # agent updates after each model update (Safe SLAC: 1); more let the critics' values propagate
+    # further per model update (docs/notebook.md, "The state agent")
     agent_updates_per_model_update: int = 1
-    # the agent updates after a model update learn from disjoint random shares of one sampled batch's
-    # transitions, filtered once (false: Safe SLAC, each samples and filters its own batch). Filtering
-    # is ~95% of an agent update's time at cpu-small's sizes; no transition is learned from twice
-    # (4 updates on one shared batch made the state agent's cost worse). docs/results.md, "One
-    # filtered batch for the 4 agent updates"
+    # the agent updates after a model update learn from disjoint random shares of one sampled and
+    # filtered batch (false: Safe SLAC, each samples and filters its own); filtering is ~95 % of an
+    # agent update's time at cpu-small's sizes (docs/notebook.md, "One filtered batch ...")
     split_agent_batch: bool = False
     # agent steps collected between bursts of updates (Safe SLAC: 100)
     update_every: int = 100
@@ -198,8 +159,38 @@ class Config:
     device: str = "auto"
     model: ModelConfig = field(default_factory=ModelConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
-    adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    # sections a target phase resets to their defaults rather than inherit from its source checkpoint
+    # (a config that extends this one, e.g. with an adversary section, names its source-phase tools here)
+    SOURCE_ONLY_SECTIONS: ClassVar[tuple[str, ...]] = ()
+
+    def check(self) -> None:
+        """Range, choice and consistency checks; raises InputError naming the key and what is valid."""
+        check_fields(self, choices={"device": DEVICES, "agent.lagrangian": LAGRANGE_RULES,
+                                    "agent.latent_input": LATENT_INPUTS},
+                     positive=["model.feature_dim", "model.z1_dim", "model.z2_dim", "model.image_noise",
+                               "model.sequence_length", "model.batch_size", "model.lr", "agent.batch_size",
+                               "agent.lr", "train.steps", "train.buffer_size", "train.update_every",
+                               "train.eval_episodes", "train.log_interval", "train.checkpoint_interval",
+                               "train.eval_interval", "train.agent_updates_per_model_update"],
+                     nonnegative=["train.initial_collection_steps", "train.initial_learning_steps",
+                                  "train.updates_per_step", "agent.budget", "agent.init_lagrange",
+                                  "agent.lagrange_lr", "agent.init_alpha", "model.cost_loss_scale",
+                                  "model.cost_positive_weight", "train.image_log_interval", "train.threads"],
+                     unit=["agent.gamma", "agent.gamma_c", "agent.tau", "agent.cost_tau"])
+        if not 1 <= self.agent.sequence_transitions <= self.model.sequence_length:
+            raise InputError(f"config key 'agent.sequence_transitions' must be in [1, model.sequence_length = "
+                             f"{self.model.sequence_length}], got {self.agent.sequence_transitions}")
+        rows = self.agent.batch_size * self.agent.sequence_transitions
+        if self.train.split_agent_batch and rows < self.train.agent_updates_per_model_update:
+            raise InputError(f"config key 'train.split_agent_batch' deals agent.batch_size x "
+                             f"agent.sequence_transitions = {rows} transitions out to "
+                             f"train.agent_updates_per_model_update = {self.train.agent_updates_per_model_update} "
+                             "updates: it needs at least one each")
+        if self.train.buffer_size < self.model.sequence_length + 1:
+            raise InputError("config key 'train.buffer_size' must hold at least one sequence "
+                             f"({self.model.sequence_length + 1} frames)")
 
 
 def presets() -> list[str]:
@@ -211,8 +202,8 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(data: dict, cls=Config, prefix: str = ""):
-    """Build a config from a (partial) nested dict; unknown keys raise InputError."""
+def from_dict(data: dict, cls: type[Config] = Config, prefix: str = ""):
+    """Build a config of class ``cls`` from a (partial) nested dict; unknown keys raise InputError."""
     if not isinstance(data, dict):
         raise InputError(f"config section {prefix or '<root>'!r} must be a mapping, got {data!r}")
     obj = cls()
@@ -330,8 +321,8 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def resolve(preset: str | None = None, files: list[str | Path] = (), sets: list[str] = (),
-            base: dict | None = None) -> Config:
-    """defaults ← base (e.g. a checkpoint's config) ← preset ← files ← --set overrides."""
+            base: dict | None = None, cls: type[Config] = Config) -> Config:
+    """defaults of ``cls`` ← base (e.g. a checkpoint's config) ← preset ← files ← --set overrides."""
     data: dict = base or {}
     if preset:
         if preset not in presets():
@@ -341,77 +332,24 @@ def resolve(preset: str | None = None, files: list[str | Path] = (), sets: list[
         data = _deep_merge(data, load_yaml(f))
     for s in sets:
         data = _deep_merge(data, _parse_set(s))
-    cfg = from_dict(data)
-    validate(cfg)
+    cfg = from_dict(data, cls)
+    cfg.check()
     return cfg
 
 
-_CHOICES = {
-    "device": DEVICES,
-    "agent.lagrangian": LAGRANGE_RULES,
-    "adversary.kind": ("none", "random", "image", "latent"),
-    "adversary.objective": ("mc", "mr", "mad"),
-    "adversary.schedule": ("constant", "linear"),
-    "adversary.latent_part": ("z1", "z2", "both"),
-    "adversary.latent_norm": ("std", "linf", "l2"),
-    "adversary.targets": ("clean", "perturbed"),
-    "adversary.train_on": ("perturbed", "actor", "clean"),
-    "adversary.critic_input": ("clean", "perturbed"),
-    "agent.latent_input": LATENT_INPUTS,
-}
-
-
-def validate(cfg: Config) -> None:
-    """Range and choice checks; raises InputError naming the key and the valid values."""
+def check_fields(cfg, choices: dict[str, tuple] | None = None, positive: list[str] = (), nonnegative: list[str] = (),
+                 unit: list[str] = ()) -> None:
+    """Check dotted config keys: one of ``choices``, > 0, >= 0, in [0, 1] (None passes: an optional key
+    left unset). Raises InputError naming the key, its value and what is valid."""
     flat = _flatten(to_dict(cfg))
-    for key, choices in _CHOICES.items():
-        if flat[key] not in choices:
-            raise InputError(f"config key {key!r} is {flat[key]!r}; valid: {', '.join(choices)}")
-    positive = ["model.feature_dim", "model.z1_dim", "model.z2_dim", "model.image_noise",
-                "model.sequence_length", "model.batch_size", "model.lr", "agent.batch_size",
-                "agent.lr", "train.steps", "train.buffer_size", "train.update_every",
-                "train.eval_episodes", "train.log_interval", "train.checkpoint_interval",
-                "train.eval_interval", "train.agent_updates_per_model_update"]
-    for key in positive:
-        if not flat[key] > 0:
-            raise InputError(f"config key {key!r} must be > 0, got {flat[key]!r}")
-    nonneg = ["train.initial_collection_steps", "train.initial_learning_steps", "train.updates_per_step",
-              "agent.budget", "agent.init_lagrange", "agent.lagrange_lr", "agent.init_alpha",
-              "model.cost_loss_scale", "model.cost_positive_weight", "adversary.epsilon",
-              "adversary.smoothness_coef", "train.image_log_interval", "train.threads"]
-    for key in nonneg:
-        if not flat[key] >= 0:
-            raise InputError(f"config key {key!r} must be >= 0, got {flat[key]!r}")
-    for key in ("agent.gamma", "agent.gamma_c", "agent.tau", "agent.cost_tau", "adversary.fraction"):
-        if flat[key] is not None and not 0 <= flat[key] <= 1:  # None: an optional key left unset
-            raise InputError(f"config key {key!r} must be in [0, 1], got {flat[key]!r}")
-    if cfg.adversary.steps < 1:
-        raise InputError(f"config key 'adversary.steps' must be >= 1, got {cfg.adversary.steps}")
-    if cfg.adversary.perturb_model and cfg.adversary.kind not in ("image", "random"):
-        raise InputError("config key 'adversary.perturb_model' needs adversary.kind image or random "
-                         f"(perturbed images), got kind {cfg.adversary.kind!r}")
-    if cfg.adversary.train_on == "clean" and cfg.adversary.kind != "none" and cfg.adversary.smoothness_coef == 0:
-        raise InputError("config key 'adversary.train_on' is 'clean': the perturbed latents are then used only "
-                         "by the smoothness regulariser; set adversary.smoothness_coef > 0")
-    if cfg.adversary.train_on == "actor" and cfg.adversary.targets != "clean":
-        raise InputError("config key 'adversary.train_on' is 'actor': the critics learn the values of clean "
-                         "latents, so adversary.targets must be 'clean'")
-    if not 1 <= cfg.agent.sequence_transitions <= cfg.model.sequence_length:
-        raise InputError(f"config key 'agent.sequence_transitions' must be in [1, model.sequence_length = "
-                         f"{cfg.model.sequence_length}], got {cfg.agent.sequence_transitions}")
-    if cfg.train.split_agent_batch:
-        rows = cfg.agent.batch_size * cfg.agent.sequence_transitions
-        if rows < cfg.train.agent_updates_per_model_update:
-            raise InputError(f"config key 'train.split_agent_batch' deals agent.batch_size x "
-                             f"agent.sequence_transitions = {rows} transitions out to "
-                             f"train.agent_updates_per_model_update = {cfg.train.agent_updates_per_model_update} "
-                             "updates: it needs at least one each")
-        if cfg.adversary.smoothness_coef > 0:
-            raise InputError("config key 'train.split_agent_batch' cannot split the smoothness regulariser's "
-                             "penalties (adversary.smoothness_coef > 0); set one of them off")
-    if cfg.train.buffer_size < cfg.model.sequence_length + 1:
-        raise InputError("config key 'train.buffer_size' must hold at least one sequence "
-                         f"({cfg.model.sequence_length + 1} frames)")
+    for key, valid in (choices or {}).items():
+        if flat[key] not in valid:
+            raise InputError(f"config key {key!r} is {flat[key]!r}; valid: {', '.join(valid)}")
+    for keys, ok, what in ((positive, lambda v: v > 0, "> 0"), (nonnegative, lambda v: v >= 0, ">= 0"),
+                           (unit, lambda v: 0 <= v <= 1, "in [0, 1]")):
+        for key in keys:
+            if flat[key] is not None and not ok(flat[key]):
+                raise InputError(f"config key {key!r} must be {what}, got {flat[key]!r}")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

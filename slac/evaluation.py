@@ -1,10 +1,12 @@
-"""Evaluation rollouts of a checkpoint: metrics, comparisons, test-time attacks and videos.
+"""Evaluation rollouts: the one evaluation path of the trainer and of ``evaluate.py``.
 
-A checkpoint of any phase is loaded into the latent model and agent (``slac.trainer.build_learner``)
-for a named env, after the same fit checks as training (``check_compatible``). Episode k runs with
-env seed and torch seed ``episode_seed(seed, k, stream=1)`` (the seeds the trainer's evaluations use
-for the same run seed), so its result depends only on (checkpoint, env, seed, k, policy, attack):
-episodes can run serially or in worker processes with identical results.
+:func:`evaluate_policy` runs a policy's evaluation episodes in an env and summarises them; the
+trainer's periodic evaluations call it. :class:`Evaluator` loads a checkpoint of any phase into the
+latent model and agent (``slac.learner``) for a named env, after the same fit checks as training;
+:func:`evaluate` runs its episodes (optionally under a test-time attack, in worker processes, or
+recorded to video) through the same per-episode function. Episode k runs with env and torch seeds
+``episode_seed(seed, k, EVAL_STREAM)`` (``slac.rollout.evaluation_episode``), so its result depends
+only on (weights, env, seed, k, policy, attack): serial, parallel and in-training evaluations agree.
 
 Metrics (:func:`summarize`): per-episode return, cost and length; for return and cost the mean,
 the sample standard deviation (ddof = 1) and the 95 % Student-t interval of the mean (null for one
@@ -17,10 +19,7 @@ episode length and action repeat).
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing as mp
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +28,11 @@ import numpy as np
 import torch
 
 import envs
-from latent_adversary import make_online_attack
 from slac import checkpoint as checkpoints
+from slac.config import Config, from_dict
 from slac.errors import InputError
-from slac.rollout import LatentPolicy, episode_stats, run_episode
-from slac.run import RunRequest, env_for
-from slac.trainer import (
-    build_learner,
-    check_architecture,
-    check_compatible,
-    env_spec,
-    episode_seed,
-    load_config_of,
-    resolve_device,
-)
+from slac.learner import build_learner, check_compatible, env_spec, load_learner, resolve_device
+from slac.rollout import LatentPolicy, episode_stats, evaluation_episode
 from slac.video import EpisodeRecorder, Mp4Writer, OverviewTracker, add_video
 
 DEFAULT_ATTACK_STEPS = 3
@@ -50,11 +40,15 @@ DEFAULT_ATTACK_STEPS = 3
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """A test-time attack by name (``latent_adversary.ATTACKS``), its radius ε and PGD steps."""
+    """A test-time attack by name, its radius ε and PGD steps (the attack factory knows the names)."""
 
     name: str
     epsilon: float
     steps: int = DEFAULT_ATTACK_STEPS
+
+
+# builds the online attack of a spec for a model and agent: an object with the interface LatentPolicy uses
+AttackFactory = Callable[[AttackSpec, object, object], object]
 
 
 @dataclass(frozen=True)
@@ -67,16 +61,32 @@ class EpisodeResult:
     attack_objective_moved: float | None = None
 
 
-class Evaluator:
-    """A checkpoint loaded into model + agent, acting in one env (by default the one it trained on)."""
+def evaluate_policy(env, policy: LatentPolicy, seed: int, episodes: int, budget: float) -> dict:
+    """Evaluation episodes 0 .. ``episodes``-1 of run seed ``seed``, summarised (:func:`summarize`)."""
+    results = []
+    for k in range(episodes):
+        s, episode = evaluation_episode(env, policy, seed, k)
+        results.append(EpisodeResult(k, s, episode.episode_return, episode.episode_cost, episode.length))
+    return summarize(results, budget)
 
-    def __init__(self, checkpoint: str | Path, env: str | None = None, device: str = "auto"):
+
+class Evaluator:
+    """A checkpoint loaded into model + agent, acting in one env (by default the one it trained on).
+
+    ``config_cls`` reads the checkpoint's config (a config class extending ``slac.config.Config``
+    reads the sections it adds); ``attacks`` builds test-time attacks (none without it).
+    """
+
+    def __init__(self, checkpoint: str | Path, env: str | None = None, device: str = "auto",
+                 config_cls: type[Config] = Config, attacks: AttackFactory | None = None):
         self.device = resolve_device(device)
+        self.config_cls, self.attacks = config_cls, attacks
         self.state = checkpoints.load(checkpoint, map_location=self.device)
         try:
-            self.cfg = load_config_of(self.state)
-            saved_spec, self.phase = self.state["env_spec"], self.state["phase"]
-            self.counters = self.state["counters"]
+            self.cfg = from_dict(self.state["config"], config_cls)
+            self.phase, self.counters = self.state["phase"], self.state["counters"]
+            if "env_spec" not in self.state:  # check_compatible reads it
+                raise KeyError("env_spec")
         except (KeyError, TypeError) as e:
             raise InputError(f"checkpoint {self.state['path']!r} lacks its {e} entry; is it a checkpoint of "
                              "this project's train.py?") from None
@@ -86,13 +96,7 @@ class Evaluator:
         self.spec = env_spec(self.env)
         check_compatible(self.state, self.cfg, self.spec, self.env_name)
         self.model, self.agent = build_learner(self.cfg, self.spec, self.device)
-        check_architecture(self.state, self.model, self.agent)
-        try:
-            self.model.load_state_dict(self.state["model"])
-            self.agent.load_state_dict(self.state["agent"])
-        except (RuntimeError, KeyError) as e:
-            raise InputError(f"checkpoint {self.path!r} does not fit its own model config "
-                             f"(saved env spec {saved_spec}): {str(e).splitlines()[0]}") from None
+        load_learner(self.state, self.model, self.agent, optimizers=False)
         self.model.eval()
         self.agent.eval()
 
@@ -104,29 +108,20 @@ class Evaluator:
     def policy(self, deterministic: bool = True, attack: AttackSpec | None = None) -> LatentPolicy:
         online = None
         if attack is not None:
-            online = make_online_attack(attack.name, attack.epsilon, attack.steps, self.model, self.agent)
+            if self.attacks is None:
+                raise InputError("this evaluator was built without test-time attacks")
+            online = self.attacks(attack, self.model, self.agent)
         return LatentPolicy(self.model, self.agent, self.device, deterministic=deterministic, attack=online)
 
     def run(self, index: int, seed: int, deterministic: bool = True, attack: AttackSpec | None = None,
-            video: Mp4Writer | list | None = None, overview_size: int = 256,
-            on_step: Callable[[dict], None] | None = None, policy: LatentPolicy | None = None) -> EpisodeResult:
-        """Episode ``index`` of the evaluation with run seed ``seed``; frames go to ``video`` if given,
-        or every step's data to ``on_step`` (``slac.rollout.run_episode``) if given. ``policy`` (with
-        its own settings) replaces the checkpoint's, e.g. to act otherwise under the same seeds."""
-        if video is not None and on_step is not None:
-            raise ValueError("Evaluator.run takes video or on_step, not both")
-        if policy is not None and attack is not None:
-            raise ValueError("Evaluator.run takes a policy or an attack on the checkpoint's policy, not both")
-        s = episode_seed(seed, index, stream=1)
-        policy = policy if policy is not None else self.policy(deterministic, attack)
-        env = self.env
+            video: Mp4Writer | list | None = None, overview_size: int = 256) -> EpisodeResult:
+        """Episode ``index`` of the evaluation with run seed ``seed``; frames go to ``video`` if given."""
+        policy = self.policy(deterministic, attack)
+        env, on_step = self.env, None
         if video is not None:
             env = OverviewTracker(self.env, overview_size)
             on_step = EpisodeRecorder(self.model, policy, env, video.append)
-        cuda = [torch.cuda.current_device()] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):  # seeded per episode, the caller's RNG state kept
-            torch.manual_seed(s)
-            episode = run_episode(env, policy, s, on_step)
+        s, episode = evaluation_episode(env, policy, seed, index, on_step)
         moved = policy.attack.stats()["attack/objective_moved"] if policy.attack is not None else None
         return EpisodeResult(index, s, episode.episode_return, episode.episode_cost, episode.length, moved)
 
@@ -147,8 +142,8 @@ def _worker_run(load: tuple, threads: int, episode: tuple) -> EpisodeResult:
     """Run one episode in a worker, loading the checkpoint on its first call (errors reach the parent)."""
     torch.set_num_threads(threads)
     if load not in _LOADED:
-        path, env, device, counters = load
-        evaluator = Evaluator(path, env, device)
+        path, env, device, counters, config_cls, attacks = load
+        evaluator = Evaluator(path, env, device, config_cls, attacks)
         if json.dumps(evaluator.counters, sort_keys=True) != counters:  # e.g. a run still writing latest.pt
             raise InputError(f"checkpoint {path!r} changed while it was being evaluated (a worker loaded "
                              f"step {evaluator.counters['step']}); evaluate a copy of it, or use --workers 1")
@@ -170,8 +165,6 @@ def evaluate(evaluator: Evaluator, episodes: int = 10, seed: int = 0, determinis
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     n_video = min(video_episodes, episodes) if video is not None else 0
-    if video is not None:
-        check_writable(video, "video")
     local = list(range(n_video)) if workers > 1 else list(range(episodes))
     remote = [k for k in range(episodes) if k not in local]
     results: dict[int, EpisodeResult] = {}
@@ -180,7 +173,8 @@ def evaluate(evaluator: Evaluator, episodes: int = 10, seed: int = 0, determinis
         if remote:
             threads = torch.get_num_threads()  # as here: the same kernels, the same numbers
             counters = json.dumps(evaluator.counters, sort_keys=True)
-            load = (evaluator.path, evaluator.env_name, str(evaluator.device), counters)
+            load = (evaluator.path, evaluator.env_name, str(evaluator.device), counters, evaluator.config_cls,
+                    evaluator.attacks)
             pool = mp.get_context("spawn").Pool(min(workers, len(remote)))
             pending = pool.starmap_async(_worker_run, [(load, threads, (k, seed, deterministic, attack))
                                                        for k in remote], chunksize=1)
@@ -249,103 +243,3 @@ def _episode_record(r: EpisodeResult, budget: float) -> dict:
     if r.attack_objective_moved is not None:
         record["attack_objective_moved"] = r.attack_objective_moved
     return record
-
-
-# ---------------------------------------------------------------------------------- presentation
-def _interval(stats: dict) -> str:
-    ci = stats["ci95"]
-    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"
-
-
-def _run_name(path: str) -> str:
-    """RUN for RUN/checkpoints/latest.pt; the file name for a checkpoint elsewhere."""
-    p = Path(path)
-    return p.parent.parent.name if p.parent.name == "checkpoints" and p.name == checkpoints.LATEST else p.name
-
-
-def table(rows: list[dict], label: str = "checkpoint", label_of=None) -> str:
-    """A plain-text table, one row per metrics dict (``label_of(row)`` names it)."""
-    label_of = label_of or (lambda r: f"{_run_name(r['checkpoint'])} ({r['phase']} @ {r['step']})")
-    head = [label, "episodes", "return mean ± std", "return 95% CI", "cost mean ± std", "cost 95% CI",
-            "budget", "violations"]
-    body = [[label_of(r), str(r["episodes"]), f"{r['return']['mean']:.2f} ± {r['return']['std']:.2f}",
-             _interval(r["return"]), f"{r['cost']['mean']:.2f} ± {r['cost']['std']:.2f}",
-             _interval(r["cost"]), f"{r['budget']:.3g}", f"{r['violation_rate']:.0%}"] for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
-
-
-def describe(metrics: dict, sweep: bool = False) -> str:
-    """A heading naming the env, seeds and attack of an evaluation (for the table printed below it)."""
-    epsilon = "ε swept" if sweep else f"ε={metrics['epsilon']:g}"
-    attack = "no attack" if metrics["attack"] == "none" else \
-        f"attack {metrics['attack']} {epsilon} ({metrics['attack_steps']} steps)"
-    policy = "deterministic" if metrics["deterministic"] else "stochastic"
-    return (f"env {metrics['env']} (trained on {metrics['trained_env']}), seed {metrics['seed']}, "
-            f"{metrics['episodes']} episodes, {policy} policy, {attack}")
-
-
-def plot_sweep(rows: list[dict], path: str | Path) -> None:
-    """Return and cost (mean with 95 % interval) against ε, one PNG with two panels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    eps = [r["epsilon"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, key in zip(axes, ("return", "cost"), strict=True):
-        mean = np.array([r[key]["mean"] for r in rows])
-        ax.plot(eps, mean, marker="o")
-        if all(r[key]["ci95"] for r in rows):
-            low, high = zip(*(r[key]["ci95"] for r in rows), strict=True)
-            ax.fill_between(eps, low, high, alpha=0.25)
-        if key == "cost":
-            ax.axhline(rows[0]["budget"], color="red", linestyle="--", label="budget")
-            ax.legend()
-        ax.set_xlabel("ε")
-        ax.set_ylabel(f"episode {key}")
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{rows[0]['attack']} on {rows[0]['env']} ({rows[0]['episodes']} episodes per ε, 95% CI)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------------------------ input checks
-def env_name_for(env: str | None, shift: str | None, side: str) -> str | None:
-    """--env NAME, or the source/target side of --shift NAME; None means the checkpoint's own env."""
-    if env is None and shift is None:
-        return None
-    if side not in ("source", "target"):
-        raise InputError(f"unknown shift side {side!r}; valid: source, target")
-    return env_for(RunRequest(phase=side, env=env, shift=shift))
-
-
-def check_writable(path: str | Path, what: str) -> None:
-    """Raise InputError if ``path`` cannot be created or written (checked before any episode runs)."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{what} path {str(path)!r} is a directory; give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create the folder of {what} path {str(path)!r}: {e.strerror}") from None
-    try:  # the real test: create (and remove) a file beside it; os.access trusts root too much
-        tempfile.TemporaryFile(dir=path.parent).close()
-    except OSError as e:
-        raise InputError(f"{what} path {str(path)!r} is not writable: {e.strerror}") from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"{what} path {str(path)!r} is not writable")
-
-
-def parse_epsilons(text: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"--epsilon-sweep expects comma-separated numbers, e.g. 0,0.01,0.02; "
-                         f"got {text!r}") from None
-    if not values or any(v < 0 or not math.isfinite(v) for v in values):
-        raise InputError(f"--epsilon-sweep needs one or more finite values >= 0, got {text!r}")
-    return values

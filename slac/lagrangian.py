@@ -11,8 +11,8 @@ budget and T the episode length in agent steps, so D/T is the budget per agent s
   50 × ``agent.grad_clip_norm`` as Safe SLAC clips it. Since σ(ρ)/softplus(ρ) ≈ 1/λ for λ ≳ 1 and
   ≈ 1 for λ ≪ 1, this is nearly a step on log λ when λ is large and on λ when it is small.
 - ``episode``: projected dual ascent once per episode, λ ← max(0, λ + lr (C − D)), with C the
-  episode's cost (the ``cpu-small`` preset: ~10⁴ agent steps leave too few episodes' worth of
-  per-step signal for the ``step`` rule's rate, docs/results.md).
+  episode's cost: the rule every ``cpu-small`` result was measured with (docs/results.md; the
+  ``step`` rule has not been tried at that preset's sizes).
 - ``pid``: the PID Lagrangian of Stooke, Achiam & Abbeel (2020, Algorithm 2), once per episode:
   e = C − D,  I ← max(0, I + e),  ∂ = max(0, C − C_prev),  λ = max(0, K_p e + K_i I + K_d ∂).
   The buffer ``integral`` holds K_i I (the same, as K_i ≥ 0), started at the initial λ so that it

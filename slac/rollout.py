@@ -1,8 +1,10 @@
-"""Acting online: filter the latent state step by step and query the actor.
+"""Acting online: filter the latent state step by step, query the actor, run and seed episodes.
 
 The posterior is updated with each new frame (``LatentModel.filter_step``), never by re-encoding
-the history. Used by the trainer (collection, evaluation) and by ``evaluate.py``, which both
-summarise episodes with :func:`episode_stats`.
+the history. Seeds: training episode k of a run with seed s resets its env with
+``episode_seed(s, k)``; evaluation episode k with ``episode_seed(s, k, EVAL_STREAM)``, which also
+seeds torch for that episode (:func:`evaluation_episode`), so an evaluation episode's result depends
+only on (weights, env, s, k, policy settings), wherever and in whatever order it runs.
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ import torch
 
 from slac.latent import to_float
 
+TRAIN_STREAM, EVAL_STREAM = 0, 1
+
+
+def episode_seed(seed: int, index: int, stream: int = TRAIN_STREAM) -> int:
+    """A distinct, reproducible env seed per (run seed, episode index, stream)."""
+    return int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0])
+
 
 class LatentPolicy:
     """π(a | z_t) with z_t filtered from the observation/action history of the current episode.
 
-    ``attack`` (a ``latent_adversary.OnlineAttack``, e.g. from ``make_online_attack``) acts at
+    ``attack`` (an online attack, from the evaluator's attack factory) acts at
     every step: its ``image`` perturbs each incoming frame, given the previous filter state, before
     the frame is folded in (so the filter carries its effect forward); its ``latent`` perturbs the
     z the actor sees, which is not carried forward (``state`` stays the clean filter state).
@@ -89,6 +98,18 @@ def run_episode(env, policy: LatentPolicy, seed: int | None,
         obs = next_obs
         done = terminated or truncated
     return Episode(total_reward, total_cost, length)
+
+
+def evaluation_episode(env, policy: LatentPolicy, seed: int, index: int,
+                       on_step: Callable[[dict], None] | None = None) -> tuple[int, Episode]:
+    """Evaluation episode ``index`` of run seed ``seed``: env and torch seeded with its episode seed
+    (the caller's torch RNG state is kept). Returns that seed and the episode."""
+    s = episode_seed(seed, index, EVAL_STREAM)
+    device = policy.device
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(s)
+        return s, run_episode(env, policy, s, on_step)
 
 
 def episode_stats(x: np.ndarray, floor: float = -math.inf) -> dict:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import envs
 from slac import checkpoint, config
+from slac.agent_inputs import CleanInputs
 from slac.errors import InputError, unknown
-from slac.trainer import Trainer
+from slac.trainer import InputsFactory, Trainer
 
 
 @dataclass
@@ -63,18 +64,24 @@ def _check_resume_request(request: RunRequest) -> None:
                              f"settable on --resume: {', '.join(RESUME_SETTABLE)}")
 
 
-def make_trainer(request: RunRequest, progress: bool = True) -> Trainer:
+def make_trainer(request: RunRequest, progress: bool = True, config_cls: type[config.Config] = config.Config,
+                 inputs: InputsFactory = CleanInputs) -> Trainer:
+    """The Trainer a request asks for: a new source or target run, or a resumed one. ``config_cls`` is
+    the config the run resolves into (one that extends ``Config`` adds its sections) and ``inputs``
+    what the learners see of each batch (``slac.agent_inputs``)."""
     if request.resume:
         _check_resume_request(request)
         state = checkpoint.load(request.resume)
-        cfg = config.resolve(sets=request.sets, base=state["config"])  # the saved config, --set on top
+        # the saved config, --set on top
+        cfg = config.resolve(sets=request.sets, base=state["config"], cls=config_cls)
         if request.steps is not None:  # allow extending a finished run
             cfg.train.steps = request.steps
-        return Trainer(cfg, Path(request.resume), state["phase"], resume_from=state, progress=progress)
+        return Trainer(cfg, Path(request.resume), state["phase"], resume_from=state, progress=progress,
+                       inputs=inputs)
 
     request = replace(request, phase=request.phase or "source")  # a new run: source by default
-    if request.phase not in ("source", "target"):
-        raise InputError(f"unknown phase {request.phase!r}; valid: source, target")
+    if request.phase not in config.PHASES:
+        raise unknown("phase", request.phase, config.PHASES)
     if request.out is None:
         raise InputError("--out DIR is required (the run directory for config, checkpoints and logs)")
     out = Path(request.out)
@@ -89,7 +96,8 @@ def make_trainer(request: RunRequest, progress: bool = True) -> Trainer:
             raise InputError("--phase target needs --checkpoint RUN_DIR_OR_FILE (a source run to fine-tune)")
         init_state = checkpoint.load(request.checkpoint)
         base = init_state["config"]  # same model sizes and env overrides as the source run
-        base = {**base, "adversary": {}}  # the adversary is a source-phase tool (set it again to keep it)
+        # source-phase tools (e.g. an adversary) start from their defaults: set them again to keep them
+        base = {**base, **{section: {} for section in config_cls.SOURCE_ONLY_SECTIONS}}
     elif request.checkpoint is not None:
         raise InputError("--checkpoint is for --phase target (or use --resume DIR to continue a run)")
     sets = list(request.sets) + [f"env={env_name}"]
@@ -99,5 +107,14 @@ def make_trainer(request: RunRequest, progress: bool = True) -> Trainer:
         sets.append(f"train.steps={request.steps}")
     if request.device is not None:
         sets.append(f"device={request.device}")
-    cfg = config.resolve(request.preset, request.config_files, sets, base=base)
-    return Trainer(cfg, out, request.phase, init_from=init_state, progress=progress)
+    cfg = config.resolve(request.preset, request.config_files, sets, base=base, cls=config_cls)
+    return Trainer(cfg, out, request.phase, init_from=init_state, progress=progress, inputs=inputs)
+
+
+def env_name_for(env: str | None, shift: str | None, side: str) -> str | None:
+    """--env NAME, or the source/target side of --shift NAME; None means the checkpoint's own env."""
+    if env is None and shift is None:
+        return None
+    if side not in config.PHASES:
+        raise unknown("shift side", side, config.PHASES)
+    return env_for(RunRequest(phase=side, env=env, shift=shift))

@@ -2,6 +2,7 @@
 end to end (source phase with an adversary → target fine-tuning from its checkpoint)."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,9 +20,11 @@ from latent_adversary import (
 )
 from latent_adversary.attacks import latent_ball
 from latent_adversary.balls import BoxBall, L2Ball, pgd
+from latent_adversary.config import AdversaryConfig, RobustConfig
 from latent_adversary.objectives import objective_value
-from slac import checkpoint
-from slac.config import AdversaryConfig, resolve
+from latent_adversary.run import make_trainer as make_robust_trainer
+from slac import checkpoint, config
+from slac.agent_inputs import CleanInputs
 from slac.errors import InputError
 from slac.logger import read_metrics
 from slac.rollout import LatentPolicy, run_episode
@@ -30,6 +33,23 @@ from slac.run import RunRequest, make_trainer
 ROOT = Path(__file__).resolve().parent.parent
 ENV = "toy-reach"
 TOL = 1e-6
+
+
+def resolve(preset, sets):
+    return config.resolve(preset, sets=sets, cls=RobustConfig)
+
+
+def agent_inputs(hook, images, actions, step, transitions=1):
+    """What ``hook.agent_batch`` gives the agent for these images and actions (zero rewards and costs)."""
+    zeros = torch.zeros(actions.shape[:2])
+    batch = {"images": images, "action": actions, "reward": zeros, "cost": zeros, "terminated": zeros}
+    rows, metrics = hook.agent_batch(batch, step, transitions)
+    return SimpleNamespace(z=rows.z, next_z=rows.next_z, actor_z=rows.actor_z, penalties=rows.extra_losses,
+                           metrics=metrics)
+
+
+def clean_inputs(model, agent):
+    return CleanInputs(SimpleNamespace(agent=agent.cfg), model, agent)
 
 
 # ------------------------------------------------------------------ balls (property-based)
@@ -165,7 +185,7 @@ def test_epsilon_zero_is_exactly_the_identity(learner):
     for kind in ("image", "random", "latent"):  # the training hook gives back the unattacked latents
         hook = AdversarialTraining(AdversaryConfig(kind=kind, epsilon=0.0), model, agent)
         torch.manual_seed(1)
-        x = hook.agent_inputs(images, actions, step=10)
+        x = agent_inputs(hook, images, actions, step=10)
         torch.manual_seed(1)
         z = model.latents(images, actions)
         assert torch.equal(x.z, z[:, -2]) and torch.equal(x.next_z, z[:, -1])
@@ -173,9 +193,8 @@ def test_epsilon_zero_is_exactly_the_identity(learner):
 
 def test_agent_inputs_are_the_last_k_transitions_of_each_sequence_in_order(learner):
     model, agent, (images, actions) = learner
-    hook = AdversarialTraining(AdversaryConfig(kind="none"), model, agent)
     torch.manual_seed(1)
-    x = hook.agent_inputs(images, actions, step=10, transitions=3)
+    x = agent_inputs(clean_inputs(model, agent), images, actions, step=10, transitions=3)
     torch.manual_seed(1)
     z = model.latents(images, actions)  # (B, S+1, L)
     B, S = actions.shape[:2]
@@ -189,7 +208,7 @@ def test_agent_inputs_are_the_last_k_transitions_of_each_sequence_in_order(learn
 def test_mean_latent_input_gives_the_agent_the_filters_means(learner, monkeypatch):
     model, agent, (images, actions) = learner
     monkeypatch.setattr(agent.cfg, "latent_input", "mean")
-    x = AdversarialTraining(AdversaryConfig(kind="none"), model, agent).agent_inputs(images, actions, 0, 2)
+    x = agent_inputs(clean_inputs(model, agent), images, actions, 0, 2)
     with torch.no_grad():
         post = model.filter_sequence(model.encode(images), actions, sample=False)
     z = torch.cat([post["z1"], post["z2"]], dim=-1)
@@ -209,14 +228,15 @@ def test_trainer_hands_the_agent_each_transitions_latents_with_its_own_action_re
     k, seen = 3, {}
     monkeypatch.setattr(trained.cfg.agent, "sequence_transitions", k)
     monkeypatch.setattr(trained.cfg.agent, "batch_size", 5)
-    monkeypatch.setattr(trained.adversary.cfg, "kind", "latent")  # ε > 0 from step 0: the attacked path
-    monkeypatch.setattr(trained.adversary.cfg, "schedule", "constant")
-    monkeypatch.setattr(trained.adversary.cfg, "epsilon", 0.5)
-    monkeypatch.setattr(trained.agent, "update", lambda *args, **kw: seen.update(args=args) or {})
+    attacked = AdversaryConfig(kind="latent", schedule="constant", epsilon=0.5)  # ε > 0: the attacked path
+    monkeypatch.setattr(trained, "inputs", AdversarialTraining(attacked, trained.model, trained.agent))
+    monkeypatch.setattr(trained.agent, "update", lambda batch: seen.update(batch=batch) or {})
     b = trained._batch(5)
     monkeypatch.setattr(trained, "_batch", lambda size: b)  # one fixed batch
     trained.update_agent()
-    z, action, reward, cost, next_z, terminated = seen["args"]
+    rows = seen["batch"]
+    z, action, reward, cost, next_z, terminated = (rows.z, rows.action, rows.reward, rows.cost, rows.next_z,
+                                                   rows.terminated)
     assert z.shape[0] == next_z.shape[0] == 5 * k
     for row in range(5 * k):  # row b·k + j: sequence b's transition t = S-k+j
         seq, t = divmod(row, k)
@@ -234,7 +254,7 @@ def test_training_hook_perturbs_its_share_only_with_the_same_posterior_noise(lea
                           targets=targets, smoothness_coef=0.1)
     hook = AdversarialTraining(cfg, model, agent)
     torch.manual_seed(3)
-    x = hook.agent_inputs(images, actions, step=0, transitions=k)
+    x = agent_inputs(hook, images, actions, step=0, transitions=k)
     torch.manual_seed(3)
     z = model.latents(images, actions)
     z_t, z_next = z[:, -k - 1:-1].flatten(0, 1), z[:, -k:].flatten(0, 1)  # rows b·k + j
@@ -308,8 +328,8 @@ def test_adversarial_source_training_then_target_fine_tuning(tmp_path, overlay, 
     shift = next(name for name, s in envs.SHIFTS.items() if s.source == ENV)  # toy-reach → shifted toy-reach
     src = tmp_path / "source"
     sets = ["adversary.schedule=constant", *extra]
-    make_trainer(RunRequest(phase="source", shift=shift, preset="smoke", sets=sets, seed=6, out=str(src),
-                            config_files=[str(ROOT / "configs" / overlay)]), progress=False).run()
+    make_robust_trainer(RunRequest(phase="source", shift=shift, preset="smoke", sets=sets, seed=6, out=str(src),
+                                   config_files=[str(ROOT / "configs" / overlay)]), progress=False).run()
     records = read_metrics(src / "metrics.jsonl")
     keys = set().union(*records)
     assert {"adversary/epsilon", "adversary/success", "adversary/attack_ms", "loss/actor"} <= keys
@@ -319,8 +339,8 @@ def test_adversarial_source_training_then_target_fine_tuning(tmp_path, overlay, 
     assert state["config"]["adversary"]["kind"] in ("image", "latent") and state["counters"]["updates"] > 0
 
     out = tmp_path / "target"
-    trainer = make_trainer(RunRequest(phase="target", shift=shift, checkpoint=str(src),
-                                      preset="smoke", seed=7, out=str(out)), progress=False)
+    trainer = make_robust_trainer(RunRequest(phase="target", shift=shift, checkpoint=str(src),
+                                             preset="smoke", seed=7, out=str(out)), progress=False)
     assert trainer.cfg.adversary.kind == "none", "the adversary is a source-phase tool"
     assert trainer.cfg.env != ENV
     trainer.run()
@@ -333,7 +353,7 @@ def test_train_on_actor_gives_the_actor_perturbed_and_the_critics_clean_latents(
     model, agent, (images, actions) = learner
     cfg = AdversaryConfig(kind="latent", epsilon=1.0, steps=2, objective="mc", train_on="actor")
     torch.manual_seed(2)
-    x = AdversarialTraining(cfg, model, agent).agent_inputs(images, actions, step=0)
+    x = agent_inputs(AdversarialTraining(cfg, model, agent), images, actions, step=0)
     torch.manual_seed(2)
     z = model.latents(images, actions)
     n = round(cfg.fraction * images.shape[0])
@@ -351,7 +371,7 @@ def test_train_on_clean_learns_from_clean_latents_with_the_regulariser_only(lear
     cfg = AdversaryConfig(kind="latent", epsilon=1.0, steps=2, objective="mad", train_on="clean",
                           smoothness_coef=0.5)
     torch.manual_seed(2)
-    x = AdversarialTraining(cfg, model, agent).agent_inputs(images, actions, step=0)
+    x = agent_inputs(AdversarialTraining(cfg, model, agent), images, actions, step=0)
     torch.manual_seed(2)
     z = model.latents(images, actions)
     assert torch.equal(x.z, z[:, -2]) and torch.equal(x.next_z, z[:, -1])

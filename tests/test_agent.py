@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from slac.agent import SafeSACAgent, discounted_step_budget, episode_budget, soft_update
+from slac.agent import AgentBatch, SafeSACAgent, discounted_step_budget, episode_budget, soft_update
 from slac.config import AgentConfig
 from slac.errors import InputError
 from slac.lagrangian import Lagrangian
@@ -63,9 +63,8 @@ def test_agent_budget_and_cost_critic_initialisation():
 
 
 # ------------------------------------------------------------------ critics
-@pytest.mark.parametrize("horizon", [1, 3])
-def test_critic_targets_by_hand(horizon):
-    """With horizon n the bootstrap is discounted by γ^n and γ_c^n (n-step targets)."""
+def test_critic_targets_by_hand():
+    """Q target r + γ (1 − term) [min Q̄(z', a') − α log π(a'|z')]; Qc target c + γ_c (1 − term) Q̄c(z', a')."""
     agent = tiny_agent()
     with torch.no_grad():
         agent.log_alpha.fill_(math.log(0.3))  # make the entropy term visible
@@ -73,16 +72,16 @@ def test_critic_targets_by_hand(horizon):
     reward, cost = torch.tensor([1.0, -2.0, 0.5, 0.0]), torch.tensor([0.0, 1.0, 2.0, 0.0])
     terminated = torch.tensor([0.0, 1.0, 0.0, 1.0])
     torch.manual_seed(3)
-    target_q, target_qc = agent.critic_targets(reward, cost, z_next, terminated, horizon)
+    target_q, target_qc = agent.critic_targets(reward, cost, z_next, terminated)
     torch.manual_seed(3)  # the same a' ~ π(· | z')
     a_next, log_pi = agent.actor.sample(z_next)
     for i in range(4):
         zi, ai = z_next[i:i + 1], a_next[i:i + 1]
         q = min(agent.critic_target.q1(zi, ai).item(), agent.critic_target.q2(zi, ai).item())
         soft_value = q - 0.3 * log_pi[i].item()
-        expected_q = reward[i].item() + (0.0 if terminated[i] else 0.99**horizon * soft_value)
+        expected_q = reward[i].item() + (0.0 if terminated[i] else 0.99 * soft_value)
         qc = agent.cost_critic_target(zi, ai).item()
-        expected_qc = cost[i].item() + (0.0 if terminated[i] else 0.995**horizon * qc)
+        expected_qc = cost[i].item() + (0.0 if terminated[i] else 0.995 * qc)
         assert target_q[i].item() == pytest.approx(expected_q, rel=1e-5, abs=1e-6)
         assert target_qc[i].item() == pytest.approx(expected_qc, rel=1e-5, abs=1e-6)
     # terminated rows are exactly the immediate reward and cost
@@ -94,7 +93,7 @@ def test_critic_losses_are_mse_to_the_targets():
     z, a, r, c, z_next, term = batch
     frozen = copy.deepcopy(agent)
     torch.manual_seed(4)
-    metrics = agent.update(*batch)
+    metrics = agent.update(AgentBatch(*batch))
     torch.manual_seed(4)
     target_q, target_qc = frozen.critic_targets(r, c, z_next, term)
     q1, q2 = frozen.critic(z, a)
@@ -117,7 +116,7 @@ def test_soft_update():
 def test_update_moves_what_it_should_and_targets_by_tau(cost_tau):
     agent = tiny_agent(cost_tau=cost_tau)
     frozen = copy.deepcopy(agent)
-    metrics = agent.update(*transitions())
+    metrics = agent.update(AgentBatch(*transitions()))
     for key in ("loss/critic", "loss/cost_critic", "loss/actor", "loss/alpha", "train/alpha", "train/lambda",
                 "train/entropy", "train/q", "train/qc"):
         assert math.isfinite(metrics[key]), key
@@ -164,7 +163,7 @@ def test_actor_loss_includes_the_lagrangian_cost_term():
     agent.lagrangian.lam.fill_(2.5)
     batch = transitions()
     torch.manual_seed(6)
-    metrics = agent.update(*batch)
+    metrics = agent.update(AgentBatch(*batch))
     # replay the update up to the actor step with the same random draws
     replay = tiny_agent()
     replay.lagrangian.lam.fill_(2.5)
@@ -187,9 +186,9 @@ def test_actor_acting_on_other_latents_is_valued_at_the_clean_ones():
     agent.lagrangian.lam.fill_(1.5)
     plain.lagrangian.lam.fill_(1.5)
     torch.manual_seed(6)
-    metrics = agent.update(*batch, actor_z=actor_z)
+    metrics = agent.update(AgentBatch(*batch, actor_z=actor_z))
     torch.manual_seed(6)
-    plain.update(*batch)
+    plain.update(AgentBatch(*batch))
     for name in ("critic", "cost_critic"):  # the critics' own steps do not depend on actor_z
         for p, q in zip(getattr(agent, name).parameters(), getattr(plain, name).parameters(), strict=True):
             assert torch.equal(p, q)
@@ -208,7 +207,7 @@ def test_actor_acting_on_other_latents_is_valued_at_the_clean_ones():
 def test_alpha_steps_towards_the_target_entropy(init_alpha):
     agent = tiny_agent(init_alpha=init_alpha)
     before = agent.log_alpha.item()
-    metrics = agent.update(*transitions(n=32))
+    metrics = agent.update(AgentBatch(*transitions(n=32)))
     # loss = -log α (H_target - H): d/d log α = H - H_target; Adam's first step moves by lr against its sign
     expected = -math.copysign(agent.cfg.lr, metrics["train/entropy"] - agent.target_entropy)
     assert agent.log_alpha.item() - before == pytest.approx(expected, rel=1e-3, abs=1e-6)  # float32 log α
@@ -321,7 +320,7 @@ def test_state_dicts_restore_everything_bitwise():
     everything after it, is bitwise the same."""
     agent = tiny_agent(seed=0, lagrangian="pid")
     for _ in range(2):
-        agent.update(*transitions())
+        agent.update(AgentBatch(*transitions()))
     agent.lagrangian.observe_episode(100.0)
     clone = tiny_agent(seed=42, lagrangian="pid")
     clone.load_state_dict(saved(agent.state_dict()))
@@ -333,7 +332,7 @@ def test_state_dicts_restore_everything_bitwise():
     assert any(k.startswith("cost_critic_target.") for k in agent.state_dict())
     for a in (agent, clone):
         torch.manual_seed(8)
-        a.update(*transitions(seed=3))
+        a.update(AgentBatch(*transitions(seed=3)))
         a.lagrangian.observe_episode(10.0)
     for (name, p), q in zip(agent.state_dict().items(), clone.state_dict().values(), strict=True):
         assert torch.equal(p, q) or (p.isnan().all() and q.isnan().all()), name

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import evaluate
+from latent_adversary.run import make_evaluator
 from slac import evaluation, video
 from slac.errors import InputError
-from slac.run import RunRequest, make_trainer
+from slac.run import RunRequest, env_name_for, make_trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = "toy-reach"
@@ -33,7 +34,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluator(run_dir):
-    return evaluation.Evaluator(run_dir, device="cpu")
+    return make_evaluator(run_dir, device="cpu")
 
 
 def test_metrics_have_the_fields_and_consistent_values(evaluator):
@@ -165,12 +166,12 @@ def test_frame_panels_and_red_flash():
 
 
 def test_other_env_of_the_same_shape_and_shift_sides(run_dir):
-    grey = evaluation.Evaluator(run_dir, env="toy-reach-grey", device="cpu")
+    grey = make_evaluator(run_dir, env="toy-reach-grey", device="cpu")
     m = evaluation.evaluate(grey, episodes=1)
     assert m["env"] == "toy-reach-grey" and m["trained_env"] == ENV
-    assert evaluation.env_name_for(None, "toy-hazard-colour", "target") == "toy-reach-grey"
-    assert evaluation.env_name_for(None, "toy-hazard-colour", "source") == ENV
-    assert evaluation.env_name_for(None, None, "target") is None
+    assert env_name_for(None, "toy-hazard-colour", "target") == "toy-reach-grey"
+    assert env_name_for(None, "toy-hazard-colour", "source") == ENV
+    assert env_name_for(None, None, "target") is None
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -265,7 +266,7 @@ def test_a_checkpoint_that_changes_under_the_workers_is_an_error(run_dir, tmp_pa
     path = tmp_path / "moving.pt"
     state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
     torch.save(state, path)
-    evaluator = evaluation.Evaluator(path, device="cpu")
+    evaluator = make_evaluator(path, device="cpu")
     state["counters"]["step"] += 100  # a run still training overwrites its latest.pt
     torch.save(state, path)
     with pytest.raises(InputError, match="changed while it was being evaluated"):
@@ -288,117 +289,3 @@ def test_tensorboard_gets_the_metrics_and_an_animated_video(run_dir, tmp_path, c
     assert image.step == 200 and image.encoded_image_string[:6] == b"GIF89a"
     gif = imageio.mimread(image.encoded_image_string, format="GIF")
     assert len(gif) == EPISODE_STEPS and gif[0].shape[:2] == ((video.HEADER + 64) // 2, 3 * 64 // 2)
-
-
-def test_adversary_study_script_tabulates_every_condition(run_dir, tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import adversary_study
-
-    code = adversary_study.main(["--runs", f"none={run_dir}", f"image={run_dir},{run_dir}",
-                                 "--attacks", "image-mc,latent-mr", "--image-epsilons", "0.02",
-                                 "--latent-epsilons", "0.5", "--shift", "toy-hazard-colour", "--episodes", "1",
-                                 "--out", str(tmp_path)])
-    assert code == 0
-    report = json.loads((tmp_path / "study.json").read_text())
-    clean = evaluation.evaluate(evaluation.Evaluator(run_dir, device="cpu"), episodes=1, seed=0)
-    entry = report["results"]["image"][str(run_dir)]
-    assert entry["clean"]["return"]["mean"] == pytest.approx(clean["return"]["mean"])
-    assert entry["attacks"]["image-mc"][0]["epsilon"] == 0.02
-    assert entry["zero_shot"]["toy-reach-grey"]["env"] == "toy-reach-grey"
-    table = (tmp_path / "study.md").read_text()
-    for row in ("| clean |", "| image-mc ε=0.02 |", "| latent-mr ε=0.5 |", "| zero-shot toy-reach-grey |"):
-        assert row in table
-    assert (tmp_path / "study.png").stat().st_size > 0
-    assert adversary_study.main(["--runs", "none", "--out", str(tmp_path)]) == 2
-    assert "--runs expects KIND=RUN" in capsys.readouterr().err
-    # a later study with the same settings takes the earlier one's runs in; other settings are refused
-    later = tmp_path / "later"
-    same = ["--attacks", "image-mc,latent-mr", "--image-epsilons", "0.02", "--latent-epsilons", "0.5",
-            "--shift", "toy-hazard-colour", "--episodes", "1"]
-    assert adversary_study.main(["--runs", f"latent={run_dir}", *same, "--include", str(tmp_path / "study.json"),
-                                 "--out", str(later)]) == 0
-    merged = json.loads((later / "study.json").read_text())
-    assert set(merged["results"]) == {"none", "image", "latent"}
-    assert merged["results"]["image"] == report["results"]["image"]
-    assert adversary_study.main(["--runs", f"latent={run_dir}", *same[:-1], "2", "--include",
-                                 str(tmp_path / "study.json"), "--out", str(later)]) == 2
-    assert "made with other episodes" in capsys.readouterr().err
-
-
-def test_cartpole_behaviour_summary_by_hand():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from cartpole_behaviour import summarise
-
-    # falls (0.5 rad), passes upright twice while turning (2π ± 0.1), then stays up from step 4 on
-    angles = [0.1, 0.5, 2 * math.pi - 0.1, 3.0, 4 * math.pi + 0.05, 4 * math.pi - 0.15, 4 * math.pi]
-    s = summarise(angles, [0.0, -0.3, 0.1, 0.2, 0.0, 0.05, 0.1])
-    assert s["upright"] == pytest.approx(5 / 7)
-    assert s["held_at_end"] == 3 and s["turns"] == pytest.approx(2.0) and s["max_x"] == pytest.approx(0.3)
-    assert s["final_x"] == pytest.approx(0.1)
-    assert summarise([0.3, 0.0, 0.3], [0.0] * 3)["held_at_end"] == 0  # down at the end
-    assert summarise([0.0, 0.1], [0.0] * 2)["held_at_end"] == 2  # never down
-
-
-def test_latent_probe_r2_against_independent_fits():
-    """The probe's ridge R² on made-up data: a target linear in the features scores ~1, one
-    independent of them scores ≤ ~0, and a tiny penalty gives numpy least squares' R²."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from latent_probe import ridge_r2
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, 6))
-    weights = rng.normal(size=(6,))
-    noisy = x @ weights + 0.5 * rng.normal(size=400)
-    y = np.stack([x @ weights + 3.0, rng.normal(size=400), noisy], axis=1)
-    r2 = ridge_r2((x[:200], y[:200]), (x[200:], y[200:]), ridge=1e-9)
-    assert r2[0] == pytest.approx(1.0, abs=1e-6)
-    assert r2[1] < 0.05
-    design = np.hstack([x[:200], np.ones((200, 1))])
-    coef, *_ = np.linalg.lstsq(design, noisy[:200], rcond=None)
-    predicted = np.hstack([x[200:], np.ones((200, 1))]) @ coef
-    expected = 1 - np.sum((noisy[200:] - predicted) ** 2) / np.sum((noisy[200:] - noisy[200:].mean()) ** 2)
-    assert r2[2] == pytest.approx(expected, abs=1e-6)
-
-
-def test_run_with_another_policy_keeps_the_episode_seeds(evaluator):
-    """Evaluator.run(policy=...) runs that policy under the same env and torch seeds as the checkpoint's."""
-    from slac.rollout import LatentPolicy
-
-    own = evaluator.run(1, seed=3)
-    same = evaluator.run(1, seed=3, policy=LatentPolicy(evaluator.model, evaluator.agent, evaluator.device,
-                                                         deterministic=True))
-    assert (same.seed, same.episode_return, same.episode_cost) == (own.seed, own.episode_return, own.episode_cost)
-
-    class StandStill(LatentPolicy):
-        def act(self):
-            return np.zeros(evaluator.env.action_space.shape, dtype=np.float32)
-
-    stand_still = StandStill(evaluator.model, evaluator.agent, evaluator.device)
-    still = evaluator.run(1, seed=3, policy=stand_still)
-    assert still.seed == own.seed and still.episode_return == 0.0  # toy-reach rewards distance gained
-    with pytest.raises(ValueError, match="policy or an attack"):
-        evaluator.run(1, seed=3, policy=stand_still, attack=evaluation.AttackSpec("random", 0.01, 1))
-
-
-def test_latent_probe_signal_to_noise_by_hand():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from latent_probe import z1_signal_to_noise
-
-    # dim 0: means 0, 2 (variance 1), stds 1, 1 → 1; dim 1: means 1, 1, stds 0.5, 1.5 → 0 / 1.25 = 0
-    means, stds = np.array([[0.0, 1.0], [2.0, 1.0]]), np.array([[1.0, 0.5], [1.0, 1.5]])  # (steps, dims)
-    assert z1_signal_to_noise(means, stds) == pytest.approx([1.0, 0.0])
-
-
-def test_critic_check_returns_by_hand_and_windows_match_the_online_filter(evaluator):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import critic_check
-
-    # tail mean 1 (all three values) goes on for ever: 1 / (1 - 0.5) = 2 after the last step
-    assert critic_check.completed_returns(np.array([1.0, 0.0, 2.0]), 0.5) == pytest.approx(
-        [1 + 0.5 * 0 + 0.25 * 2 + 0.125 * 2, 0 + 0.5 * 2 + 0.25 * 2, 2 + 0.5 * 2])
-    episode = critic_check.episode_predictions(evaluator, 0, seed=1)
-    # a window that starts at the episode's first frame is the online filter's whole history
-    for h in (1, 3):
-        qc = critic_check.short_history_qc(evaluator, episode, h)
-        assert len(qc) == len(episode["qc"]) - h + 1
-        assert qc[0] == pytest.approx(episode["qc"][h - 1], rel=1e-4, abs=1e-4)

@@ -49,6 +49,21 @@ def test_source_run_writes_everything_and_updates(source_run):
     c = state["counters"]
     assert c["step"] == 200 and c["pretrained"] and c["updates"] > 0 and c["model_updates"] > c["updates"]
     assert set(final) >= {"eval/return", "eval/cost", "eval/violation_rate"}
+    collection = state["config"]["train"]["initial_collection_steps"]
+    assert all(r["step"] >= collection for r in records if "eval/return" in r), "no evaluation of random actions"
+
+
+def test_step_rule_moves_lambda_at_every_policy_step(tmp_path):
+    """smoke uses Safe SLAC's 'step' rule: λ moves once per policy step, never while acting at random."""
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=1, out=str(tmp_path)),
+                           progress=False)
+    seen = []
+    observe = trainer.agent.lagrangian.observe_step
+    trainer.agent.lagrangian.observe_step = lambda cost: seen.append(cost) or observe(cost)
+    trainer.run()
+    cfg = trainer.cfg.train
+    assert len(seen) == cfg.steps - cfg.initial_collection_steps
+    assert trainer.agent.lagrangian.value != trainer.cfg.agent.init_lagrange
 
 
 def test_several_agent_updates_follow_each_model_update(tmp_path):
@@ -75,17 +90,17 @@ def test_split_agent_batch_deals_one_filtered_batch_out_to_the_updates(tmp_path)
         batches.append(agent_batch())
         return batches[-1]
 
-    def record_inputs(z, action, reward, cost, next_z, *args, **kwargs):
-        seen.append(torch.cat([z, action, reward[:, None], cost[:, None], next_z], dim=1))
-        return agent_update(z, action, reward, cost, next_z, *args, **kwargs)
+    def record_inputs(b):
+        seen.append(torch.cat([b.z, b.action, b.reward[:, None], b.cost[:, None], b.next_z], dim=1))
+        return agent_update(b)
 
     trainer.agent_batch, trainer.agent.update = count_batches, record_inputs
     pretraining = trainer.cfg.train.initial_learning_steps
     trainer.run()
     model_updates = trainer.counters["model_updates"] - pretraining
     assert model_updates > 1 and len(batches) == model_updates and len(seen) == 3 * model_updates
-    for i, (x, last) in enumerate(batches):  # the three updates' rows: the batch's rows, each once, intact
-        whole = torch.cat([x.z, last["action"], last["reward"][:, None], last["cost"][:, None], x.next_z], dim=1)
+    for i, (x, _) in enumerate(batches):  # the three updates' rows: the batch's rows, each once, intact
+        whole = torch.cat([x.z, x.action, x.reward[:, None], x.cost[:, None], x.next_z], dim=1)
         shares = seen[3 * i:3 * i + 3]
         assert all(len(share) > 0 for share in shares)
         dealt = torch.cat(shares)
@@ -107,8 +122,10 @@ def test_target_run_starts_from_the_source_weights(source_run, tmp_path):
     records = read_metrics(out / "metrics.jsonl")
     first = records[0]
     assert first["step"] == 0 and "target/zero_shot_return" in first and "target/zero_shot_cost" in first
-    lifetime = [r["target/lifetime_cost"] for r in records if "target/lifetime_cost" in r]
+    # one name for the lifetime cost: in a target run train/lifetime_cost is the lifetime target cost
+    lifetime = [r["train/lifetime_cost"] for r in records if "train/lifetime_cost" in r]
     assert lifetime and all(b >= a for a, b in zip(lifetime, lifetime[1:], strict=False))
+    assert not any("target/lifetime_cost" in r for r in records)
     target_state = checkpoint.load(out)
     assert target_state["phase"] == "target" and target_state["source_checkpoint"].endswith("latest.pt")
     # fine-tuning changed the weights it loaded

@@ -1,7 +1,7 @@
 """How much of the true simulator state a checkpoint's latent state holds: a linear probe.
 
-    python scripts/latent_probe.py RUN_DIR_OR_CHECKPOINT [...] [--env NAME] [--episodes 10]
-                                   [--stochastic] [--random-actions] [--seed 0]
+    python experiments/latent_probe.py RUN_DIR_OR_CHECKPOINT [...] [--env NAME] [--episodes 10]
+                                       [--stochastic] [--random-actions] [--seed 0]
 
 Runs the checkpoint's policy (deterministic, as ``evaluate.py``, or sampling with ``--stochastic``
 for more varied states; ``--random-actions``: uniform random actions, the same states for every
@@ -26,9 +26,9 @@ import argparse
 import numpy as np
 import torch
 
+from latent_adversary.run import make_evaluator
 from slac.evaluation import Evaluator
-from slac.rollout import LatentPolicy
-from slac.trainer import episode_seed
+from slac.rollout import EVAL_STREAM, LatentPolicy, episode_seed, evaluation_episode
 
 
 def state_variables(model) -> list[tuple[str, callable]]:
@@ -80,8 +80,11 @@ def probe_episode(evaluator: Evaluator, index: int, seed: int, deterministic: bo
         for key, values in (posterior_stats or {}).items():
             values.append(state[key][0].float().cpu().numpy())
 
-    policy = RandomActions(evaluator, deterministic, episode_seed(seed, index, stream=1)) if random_actions else None
-    evaluator.run(index, seed, deterministic=deterministic, on_step=record, policy=policy)
+    if random_actions:
+        policy = RandomActions(evaluator, deterministic, episode_seed(seed, index, stream=EVAL_STREAM))
+    else:
+        policy = evaluator.policy(deterministic)
+    evaluation_episode(evaluator.env, policy, seed, index, on_step=record)  # evaluate.py's episode ``index``
     # z_t for t ≥ 1 pairs with the state after step t-1, i.e. the state x_t shows
     return np.stack(latents[1:]), np.asarray(states_after[:-1], dtype=np.float64)
 
@@ -122,7 +125,7 @@ def main() -> None:
         p.error("--episodes must be at least 2 (half fit the probe, half score it)")
     torch.set_num_threads(1)
     for path in args.checkpoints:
-        evaluator = Evaluator(path, env=args.env, device="cpu")
+        evaluator = make_evaluator(path, env=args.env, device="cpu")
         if not hasattr(evaluator.env.unwrapped, "mujoco_handles"):
             raise SystemExit(f"{path}: env {evaluator.env_name!r} has no MuJoCo state to probe (dmc-* and sg-* do)")
         model, _ = evaluator.env.unwrapped.mujoco_handles()

@@ -1,19 +1,20 @@
 """The project's SAC-Lagrangian agent on the cartpole's true state instead of a latent state.
 
-    python scripts/state_agent_check.py [--env dmc-cartpole-tilted] [--preset cpu-small] [--set key=value ...]
-                                        [--episodes 60] [--seed 0] [--velocity-noise F] [--updates-per-step K]
-                                        [--share-batch] [--n-step N] [--final-episodes N] [--probe-episodes N]
-                                        [--freeze-actor-after E]
+    python experiments/state_agent_check.py [--env dmc-cartpole-tilted] [--preset cpu-small] [--set key=value ...]
+                                            [--episodes 60] [--seed 0] [--velocity-noise F] [--updates-per-step K]
+                                            [--share-batch] [--n-step N] [--final-episodes N] [--probe-episodes N]
+                                            [--freeze-actor-after E]
 
 A diagnostic that separates the agent from the representation: ``slac.agent.SafeSACAgent`` with a
 preset's agent settings learns from (cart x, cos θ, sin θ, cart speed, pole speed) read from the
-simulator, with the same budget, λ update (once per episode) and action repeat as a pixel run.
-8 random episodes first, then per episode: one stochastic episode, λ updated from its cost, one
+simulator, with the same budget, λ rule and action repeat as a pixel run (λ sees each agent step's
+cost and then the episode's, as the trainer reports them: ``agent.lagrangian``).
+8 random episodes first, then per episode: one stochastic episode, λ updated from its costs, one
 agent update (batch ``agent.batch_size``) per agent step of it (K with ``--updates-per-step K``;
 ``--share-batch``: the K take their gradient steps on one batch, reusing its transitions: screened and
 rejected, docs/results.md "One filtered batch for the 4 agent updates"; the trainer's
 ``train.split_agent_batch`` deals one batch out instead, which here is a fresh batch per update;
-``--n-step N`` gives the critics N-step targets).
+``--n-step N`` gives the critics N-step targets, :func:`n_step_update`).
 Every 4th episode prints the training episode's return/cost and one deterministic evaluation
 episode's (seed 999); ``--final-episodes N`` ends with the mean return and cost of N deterministic
 episodes (the mean action, as evaluated), then of the same N episodes with actions sampled from π (the
@@ -21,7 +22,8 @@ policy whose training episodes drive λ).
 ``--freeze-actor-after E`` stops the actor and α learning from episode E on (their learning rates
 set to 0), so that the critics go on learning the value of one fixed policy: can they, given the
 updates?
-If this learns and the pixel run does not, look at the latent model.
+If this learns and the pixel run does not, look at the latent model. ``--set env_overrides.KEY=V``
+applies to the env as in a pixel run (e.g. ``env_overrides.time_limit=40``: 40-step episodes).
 
 ``--velocity-noise F`` blurs the two speeds as a latent state that holds them only partly would:
 Gaussian noise of std F × (that speed's std over the random episodes) is drawn afresh every time the
@@ -32,12 +34,13 @@ per update). A linear probe of such a speed has R² ≈ 1 / (1 + F²): F = 0.5 g
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 import torch
 
 import envs
-from slac.agent import SafeSACAgent
+from slac.agent import AgentBatch, SafeSACAgent
 from slac.config import resolve
 
 
@@ -45,6 +48,22 @@ def cartpole_state(env) -> np.ndarray:
     _, data = env.unwrapped.mujoco_handles()
     x, theta = data.qpos[0], data.qpos[1]
     return np.array([x, np.cos(theta), np.sin(theta), data.qvel[0], data.qvel[1]], np.float32)
+
+
+def n_step_update(agent: SafeSACAgent, batch: AgentBatch, n: int) -> dict[str, float]:
+    """One agent update with n-step critic targets: ``batch.reward`` and ``batch.cost`` are the
+    discounted sums of n steps' rewards and costs (Σ_j γ^j r_{t+j}, Σ_j γ_c^j c_{t+j}) and
+    ``batch.next_z`` is z_{t+n}, so the bootstrap must be discounted by γ^n and γ_c^n. The agent's
+    update uses its ``cfg.gamma`` and ``cfg.gamma_c`` as the bootstrap factors only, so it runs with a
+    copy of its config that has γ^n and γ_c^n (its own config is restored afterwards)."""
+    if n == 1:
+        return agent.update(batch)
+    cfg = agent.cfg
+    agent.cfg = dataclasses.replace(cfg, gamma=cfg.gamma**n, gamma_c=cfg.gamma_c**n)
+    try:
+        return agent.update(batch)
+    finally:
+        agent.cfg = cfg
 
 
 def main() -> None:
@@ -83,7 +102,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     cfg = resolve(args.preset, sets=args.sets)
-    env = envs.make(args.env)
+    env = envs.make(args.env, **cfg.env_overrides)
     steps = env.unwrapped.max_episode_steps
     agent = SafeSACAgent(cfg.agent, 5, 1, env.unwrapped.action_repeat, steps)
     capacity = (8 + args.episodes) * steps
@@ -92,7 +111,8 @@ def main() -> None:
         np.zeros(capacity, np.float32)
     size = 0
 
-    def episode(policy, seed: int, store: bool = True) -> tuple[float, float]:
+    def episode(policy, seed: int, store: bool = True, lagrange: bool = False) -> tuple[float, float]:
+        """Returns the episode's return and cost; ``lagrange``: λ sees every step's cost, then the episode's."""
         nonlocal size
         env.reset(seed=seed)
         state, total_reward, total_cost = cartpole_state(env), 0.0, 0.0
@@ -103,7 +123,11 @@ def main() -> None:
             if store:
                 z[size], action[size], reward[size], cost[size], next_z[size] = state, a, r, info["cost"], following
                 size += 1
+            if lagrange:
+                agent.lagrangian.observe_step(float(info["cost"]))
             state, total_reward, total_cost = following, total_reward + r, total_cost + info["cost"]
+        if lagrange:
+            agent.lagrangian.observe_episode(total_cost)
         return total_reward, total_cost
 
     noise_std = np.zeros(5, np.float32)  # set from the random episodes' speeds
@@ -127,8 +151,7 @@ def main() -> None:
             for group in agent.optimizers["actor"].param_groups + agent.optimizers["alpha"].param_groups:
                 group["lr"] = 0.0
             print(f"episode {k}: actor and alpha frozen from here on", flush=True)
-        ret, episode_cost = episode(act(False), seed=100 + k)
-        agent.update_lagrange(episode_cost)
+        ret, episode_cost = episode(act(False), seed=100 + k, lagrange=True)
         for u in range(steps * args.updates_per_step):
             if u % args.updates_per_step == 0 or not args.share_batch:
                 i = rng.integers(0, size, cfg.agent.batch_size)
@@ -137,9 +160,9 @@ def main() -> None:
                 window = i[:, None] + np.arange(n)  # (B, n): t .. t+n-1
                 n_reward = (reward[window] * reward_discounts).sum(1).astype(np.float32)
                 n_cost = (cost[window] * cost_discounts).sum(1).astype(np.float32)
-                batch = (seen(z[i]), torch.as_tensor(action[i]), torch.as_tensor(n_reward), torch.as_tensor(n_cost),
-                         seen(next_z[i + n - 1]), torch.zeros(cfg.agent.batch_size))
-            metrics = agent.update(*batch, horizon=n)
+                batch = AgentBatch(seen(z[i]), torch.as_tensor(action[i]), torch.as_tensor(n_reward),
+                                   torch.as_tensor(n_cost), seen(next_z[i + n - 1]), torch.zeros(cfg.agent.batch_size))
+            metrics = n_step_update(agent, batch, n)
         if k % 4 == 3:
             eval_return, eval_cost = episode(act(True), seed=999, store=False)
             print(f"episode {k + 1:3d}: train {ret:6.0f} / {episode_cost:5.0f}  eval {eval_return:6.0f} / "

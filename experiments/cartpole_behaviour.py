@@ -1,7 +1,7 @@
 """What a checkpoint's policy does with the cartpole, read from the simulator during its episodes.
 
-    python scripts/cartpole_behaviour.py RUN_DIR_OR_CHECKPOINT [RUN_DIR_OR_CHECKPOINT ...]
-                                         [--env dmc-cartpole-tilted] [--episodes 5] [--seed 0]
+    python experiments/cartpole_behaviour.py RUN_DIR_OR_CHECKPOINT [RUN_DIR_OR_CHECKPOINT ...]
+                                             [--env dmc-cartpole-tilted] [--episodes 5] [--seed 0]
 
 Return and cost say how well a policy scores; these say how it scores. Per checkpoint, over the
 same deterministic evaluation episodes as ``evaluate.py`` (same seeds):
@@ -23,7 +23,9 @@ import math
 import numpy as np
 import torch
 
+from latent_adversary.run import make_evaluator
 from slac.evaluation import Evaluator
+from slac.rollout import evaluation_episode
 
 UPRIGHT = 0.2  # rad
 
@@ -36,7 +38,8 @@ def behaviour(evaluator: Evaluator, index: int, seed: int) -> dict:
         angles.append(float(data.qpos[1]))
         positions.append(float(data.qpos[0]))
 
-    episode = evaluator.run(index, seed, on_step=record)  # evaluate.py's episode ``index``, same seeds
+    # evaluate.py's episode ``index``, same seeds
+    _, episode = evaluation_episode(evaluator.env, evaluator.policy(), seed, index, on_step=record)
     return {"return": episode.episode_return, "cost": episode.episode_cost, **summarise(angles, positions)}
 
 
@@ -62,7 +65,7 @@ def main() -> None:
     print(f"{'checkpoint':56s} {'return':>7s} {'cost':>6s} {'upright':>8s} {'held at end':>12s} "
           f"{'turns':>6s} {'max |x|':>8s} {'final x':>8s}")
     for path in args.checkpoints:
-        evaluator = Evaluator(path, env=args.env, device="cpu")
+        evaluator = make_evaluator(path, env=args.env, device="cpu")
         if not evaluator.env_name.startswith("dmc-cartpole"):
             raise SystemExit(f"{path}: env {evaluator.env_name!r} is not a cartpole")
         for k in range(args.episodes):

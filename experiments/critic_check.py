@@ -1,7 +1,7 @@
 """Do a checkpoint's critics predict what its policy earns and pays? Measured on evaluation episodes.
 
-    python scripts/critic_check.py RUN_DIR_OR_CHECKPOINT [RUN_DIR_OR_CHECKPOINT ...]
-                                   [--env NAME] [--episodes 5] [--seed 0] [--history H [H ...]]
+    python experiments/critic_check.py RUN_DIR_OR_CHECKPOINT [RUN_DIR_OR_CHECKPOINT ...]
+                                       [--env NAME] [--episodes 5] [--seed 0] [--history H [H ...]]
 
 At every agent step t of the same deterministic episodes ``evaluate.py`` runs, the critics are
 queried at the state the actor saw and the action it took: Q(z_t, a_t) (the smaller twin) and
@@ -24,8 +24,10 @@ import argparse
 import numpy as np
 import torch
 
+from latent_adversary.run import make_evaluator
 from slac.evaluation import Evaluator
 from slac.latent import to_float
+from slac.rollout import evaluation_episode
 
 TAIL = 25  # agent steps whose mean reward/cost is assumed to go on after the time limit
 
@@ -56,7 +58,7 @@ def episode_predictions(evaluator: Evaluator, index: int, seed: int) -> dict[str
         rows["reward"].append(step["reward"])
         rows["cost"].append(step["cost"])
 
-    evaluator.run(index, seed, on_step=record)
+    evaluation_episode(evaluator.env, evaluator.policy(), seed, index, on_step=record)  # evaluate.py's episode
     out = {k: np.asarray(v) for k, v in rows.items()}
     out["g"] = completed_returns(out["reward"], agent.cfg.gamma)
     out["gc"] = completed_returns(out["cost"], agent.cfg.gamma_c)
@@ -95,7 +97,7 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"{'checkpoint':48s} {'Q':>8s} {'G':>8s} {'corr':>6s} {'Qc':>8s} {'Gc':>8s} {'corr':>6s} {'cost':>6s}")
     for path in args.checkpoints:
-        evaluator = Evaluator(path, env=args.env, device="cpu")
+        evaluator = make_evaluator(path, env=args.env, device="cpu")
         episodes = [episode_predictions(evaluator, k, args.seed) for k in range(args.episodes)]
         cat = {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
         cost = np.mean([e["cost"].sum() for e in episodes])

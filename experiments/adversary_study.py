@@ -1,6 +1,6 @@
 """Robustness study: source runs trained with different adversaries, evaluated side by side.
 
-    python scripts/adversary_study.py --runs none=RUN,RUN image=RUN,RUN latent=RUN,RUN \\
+    python experiments/adversary_study.py --runs none=RUN,RUN image=RUN,RUN latent=RUN,RUN \\
         [--attacks image-mc,image-mr,latent-mc,latent-mr] [--image-epsilons 0.01,0.02,0.04] \\
         [--latent-epsilons 0.25,0.5,1] [--shift NAME ...] [--episodes 10] [--workers 2] \\
         [--include OLD/study.json] --out DIR
@@ -28,9 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latent_adversary.run import make_evaluator
 from slac import evaluation
 from slac.checkpoint import atomic_write
 from slac.errors import InputError
+from slac.report import parse_epsilons
+from slac.run import env_name_for
 
 
 def attack_space(attack: str) -> str:
@@ -51,22 +54,21 @@ def parse_runs(items: list[str]) -> dict[str, list[str]]:
 def study(args) -> dict:
     runs = parse_runs(args.runs)
     attacks = [a for a in args.attacks.split(",") if a]
-    epsilons = {"image": evaluation.parse_epsilons(args.image_epsilons),
-                "latent": evaluation.parse_epsilons(args.latent_epsilons)}
-    targets = [evaluation.env_name_for(None, shift, "target") for shift in args.shift]
+    epsilons = {"image": parse_epsilons(args.image_epsilons), "latent": parse_epsilons(args.latent_epsilons)}
+    targets = [env_name_for(None, shift, "target") for shift in args.shift]
     common = {"episodes": args.episodes, "seed": args.seed, "workers": args.workers}
     results: dict[str, dict[str, dict]] = {}
     for kind, paths in runs.items():
         for path in paths:
             start = time.perf_counter()
-            evaluator = evaluation.Evaluator(path, None, "cpu")
+            evaluator = make_evaluator(path, None, "cpu")
             entry = {"clean": evaluation.evaluate(evaluator, **common), "attacks": {}}
             for attack in attacks:
                 space = attack_space(attack)
                 entry["attacks"][attack] = [
                     evaluation.evaluate(evaluator, attack=evaluation.AttackSpec(attack, eps, args.attack_steps),
                                         **common) for eps in epsilons[space]]
-            entry["zero_shot"] = {target: evaluation.evaluate(evaluation.Evaluator(path, target, "cpu"), **common)
+            entry["zero_shot"] = {target: evaluation.evaluate(make_evaluator(path, target, "cpu"), **common)
                                   for target in targets}
             results.setdefault(kind, {})[path] = entry
             print(f"{kind} {path}: clean return {entry['clean']['return']['mean']:.1f} "
