@@ -5,18 +5,29 @@
                     [--device auto|cpu|cuda] --out DIR
     python train.py --phase target --shift NAME | --env NAME --checkpoint RUN_DIR_OR_FILE [...] --out DIR
     python train.py --resume DIR [--steps N] [--set train.threads=N]   (the run keeps its saved config)
+
+A run holds a lock on its directory; a second run on it is refused. Ctrl-C or SIGTERM saves a
+checkpoint and exits; a run killed any other way resumes from its last checkpoint, exactly.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+import signal
+
+# a stop signal that arrives while the program starts (imports, env and model building) is kept and
+# honoured at the first step: the run saves a checkpoint and exits, as it does later on
+EARLY_SIGNALS: list[int] = []
+for _signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(_signum, lambda signum, frame: EARLY_SIGNALS.append(signum))
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
 
 try:
     from slac.config import DEVICES, PHASES, presets
     from slac.errors import InputError
     from slac.run import RunRequest, make_trainer
-    from slac.trainer import TrainingDiverged
+    from slac.trainer import RunFailed
 except ValueError as error:  # envs.InputError at import: the MuJoCo rendering backend cannot start
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -38,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunRequest, bool]:
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", type=int, help="agent steps of this phase (train.steps)")
     p.add_argument("--device", choices=DEVICES)
-    p.add_argument("--out", help="run directory")
+    p.add_argument("--out", help="run directory (created; it must be new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="delete the files of an earlier run in --out first")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its directory (its saved "
                    "config; only --steps and --set train.threads=N may change)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -52,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     request, progress = parse_args(argv)
     try:
         trainer = make_trainer(request, progress=progress)
+        for signum in EARLY_SIGNALS:
+            trainer.request_stop(signum)
         final = trainer.run()
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except TrainingDiverged as e:
+    except RunFailed as e:
         print(f"training stopped: {e}", file=sys.stderr)
         return 1
     out = trainer.out_dir

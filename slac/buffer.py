@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from slac.errors import InputError
+
 
 def last_steps(x, k: int):
     """The last k steps of a batch of sequences as rows: (B, T, ...) -> (B·k, ...), row b·k + j being
@@ -112,11 +114,33 @@ class SequenceReplayBuffer:
                 "cursor": np.array(self.cursor), "size": np.array(self.size)}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        n = int(state["size"])
-        if n > self.capacity or state["frames"].shape[1:] != self.frames.shape[1:] \
-                or state["action"].shape[1:] != self.action.shape[1:]:
-            raise ValueError("saved replay buffer does not fit this buffer's capacity or shapes")
-        for key in ("frames", "action", "reward", "cost", "terminated", "first"):
+        """Restore a saved buffer; InputError if its arrays do not fit this buffer or each other."""
+        try:
+            n, cursor = int(state["size"]), int(state["cursor"])
+        except (TypeError, ValueError):
+            raise InputError("saved replay buffer has a malformed size or cursor") from None
+        expected = {key: (getattr(self, key).dtype, getattr(self, key).shape[1:])
+                    for key in ("frames", "action", "reward", "cost", "terminated", "first")}
+        for key, (dtype, shape) in expected.items():
+            a = state[key]
+            if a.dtype != dtype or a.shape != (n, *shape):
+                raise InputError(f"saved replay buffer's {key} is {a.dtype} {a.shape}, this run needs {dtype} "
+                                 f"{(n, *shape)} (a replay of another run or config, or a damaged one)")
+        full_or_in_order = n == self.capacity or cursor == n % self.capacity
+        if not (0 < n <= self.capacity and 0 <= cursor < self.capacity and full_or_in_order):
+            raise InputError(f"saved replay buffer's size {n} and cursor {cursor} do not fit capacity {self.capacity}")
+        for key in expected:
             getattr(self, key)[:n] = state[key]
         self.first[n:] = True
-        self.cursor, self.size = int(state["cursor"]), n
+        self.cursor, self.size = cursor, n
+
+    def current_episode(self) -> tuple[np.ndarray, np.ndarray]:
+        """The frames (T+1, C, H, W) and actions (T, A) of the latest episode so far, from its reset frame."""
+        last = (self.cursor - 1) % self.capacity
+        for back in range(self.size):
+            start = (last - back) % self.capacity
+            if self.first[start]:
+                idx = (start + np.arange(back + 1)) % self.capacity
+                return self.frames[idx], self.action[idx[1:]]
+        raise InputError("the replay buffer no longer holds the start of the current episode "
+                         "(train.buffer_size is shorter than an episode)")

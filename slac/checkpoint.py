@@ -1,11 +1,13 @@
-"""Atomic, pickle-free checkpoints.
+"""Atomic, pickle-free checkpoints, written as one consistent snapshot with their replay buffer.
 
 A checkpoint is one ``.pt`` file written with ``torch.save`` and read with
 ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects: it holds only tensors,
 numbers, strings, lists and dicts (network and optimiser states, counters, RNG states, the
-config as a dict). The replay buffer, needed only to resume, goes beside it as ``replay.npz``
-(read with ``allow_pickle=False``). Every file is written to a temporary name, fsynced, then
-renamed over the target, so a crash never leaves a half-written checkpoint.
+config as a dict). The replay buffer, needed only to resume, goes beside it as
+``replay_<step>.npz`` (read with ``allow_pickle=False``), and ``latest.pt`` names the replay file
+it belongs to. Every file is written to a temporary name, fsynced, then renamed over the target;
+a snapshot writes its replay first and ``latest.pt`` second, and deletes older replays last, so
+a kill at any moment leaves a ``latest.pt`` whose replay exists and matches it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ import torch
 from slac.errors import InputError
 
 LATEST = "latest.pt"
-REPLAY = "replay.npz"
 FORMAT_VERSION = 1
+REPLAY_KEYS = ("frames", "action", "reward", "cost", "terminated", "first", "cursor", "size")
+
+
+def replay_name(step: int) -> str:
+    return f"replay_{step:09d}.npz"
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -57,6 +63,33 @@ def save_replay(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def save_snapshot(ckpt_dir: Path, state: dict, replay, keep: bool) -> Path:
+    """Write ``latest.pt`` and its replay (``replay()`` gives the arrays; a replay of this step already
+    written is reused) as one snapshot, plus a kept copy ``step_<step>.pt`` if ``keep``."""
+    step = int(state["counters"]["step"])
+    name = replay_name(step)
+    if not (ckpt_dir / name).is_file():
+        save_replay(ckpt_dir / name, replay())
+    state = {**state, "replay_file": name}
+    latest = ckpt_dir / LATEST
+    save(latest, state)
+    if keep:
+        save(ckpt_dir / f"step_{step:09d}.pt", state)
+    clean_stale(ckpt_dir, name)
+    return latest
+
+
+def clean_stale(ckpt_dir: Path, replay_in_use: str | None) -> None:
+    """Delete temp files left by killed writers and replays that no longer belong to ``latest.pt``
+    (only while the run directory is locked: no other writer can be at work)."""
+    if not ckpt_dir.is_dir():
+        return
+    for path in ckpt_dir.iterdir():
+        stale_replay = path.name.startswith("replay") and path.suffix == ".npz" and path.name != replay_in_use
+        if stale_replay or (path.name.startswith(".") and ".tmp" in path.name):
+            path.unlink(missing_ok=True)
+
+
 def resolve_path(run_dir_or_file: str | Path) -> Path:
     """A run directory means its ``checkpoints/latest.pt``; a file is taken as is."""
     p = Path(run_dir_or_file)
@@ -86,15 +119,67 @@ def load(run_dir_or_file: str | Path, map_location="cpu") -> dict:
                          f"(format {state.get('format_version') if isinstance(state, dict) else None!r}, "
                          f"expected {FORMAT_VERSION})")
     state["path"] = str(path)
+    _check_entries(state)
     return state
 
 
-def load_replay(path: str | Path) -> dict[str, np.ndarray] | None:
-    path = Path(path)
+# entries every checkpoint has, and what they must be
+_ENTRIES = {"phase": str, "config": dict, "env_spec": dict, "counters": dict, "model": dict, "agent": dict}
+_SPEC = {"obs_shape": list, "action_dim": int, "action_repeat": int, "episode_steps": int}
+_COUNTERS = {"step": int, "env_steps": int, "episodes": int, "updates": int, "model_updates": int,
+             "lifetime_cost": (int, float), "pretrained": bool, "zero_shot_done": bool}
+# entries only resuming needs (a checkpoint without them can be evaluated and fine-tuned)
+RESUME_ENTRIES = {"model_optimizer": dict, "agent_optimizers": dict, "rng": dict, "update_credit": (int, float),
+                  "episode": dict, "policy_state": dict, "logger": dict, "replay_file": str}
+
+
+def _bad(state: dict, what: str) -> InputError:
+    return InputError(f"checkpoint {state['path']!r} is damaged or not this project's: {what}")
+
+
+def _check_types(state: dict, entries: dict, where: dict, label: str) -> None:
+    for key, kind in entries.items():
+        if key not in where:
+            raise _bad(state, f"{label}{key!r} is missing")
+        if not isinstance(where[key], kind) or (kind is int and isinstance(where[key], bool)):
+            raise _bad(state, f"{label}{key!r} is a {type(where[key]).__name__}")
+
+
+def _check_entries(state: dict) -> None:
+    _check_types(state, _ENTRIES, state, "")
+    _check_types(state, _SPEC, state["env_spec"], "env_spec ")
+    _check_types(state, _COUNTERS, state["counters"], "counter ")
+    if any(state["counters"][k] < 0 for k in ("step", "env_steps", "episodes", "updates", "model_updates")):
+        raise _bad(state, f"negative counters {state['counters']}")
+    if not all(isinstance(v, torch.Tensor) for part in ("model", "agent") for v in state[part].values()):
+        raise _bad(state, "its model or agent holds entries that are not tensors")
+
+
+def check_resumable(state: dict) -> None:
+    """The entries a resume needs beyond what evaluation needs; InputError if any is missing."""
+    missing = [k for k in RESUME_ENTRIES if k not in state]
+    if missing:
+        raise InputError(f"checkpoint {state['path']!r} cannot be resumed exactly: it lacks {', '.join(missing)} "
+                         "(an older format, or not a training checkpoint); it can still be evaluated or "
+                         "fine-tuned with --phase target")
+    _check_types(state, RESUME_ENTRIES, state, "")
+
+
+def load_replay(path: Path) -> dict[str, np.ndarray]:
+    """The replay arrays of a snapshot, checked for completeness and types; InputError if damaged."""
     if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+        raise InputError(f"cannot resume: replay buffer {str(path)!r}, written with the checkpoint, is missing")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"replay buffer {str(path)!r} is damaged ({reason}); the run cannot be resumed "
+                         "(start a new run, or fine-tune from its checkpoint)") from None
+    missing = [k for k in REPLAY_KEYS if k not in arrays]
+    if missing:
+        raise InputError(f"replay buffer {str(path)!r} is damaged: it lacks {', '.join(missing)}")
+    return arrays
 
 
 def architecture(model: torch.nn.Module, agent: torch.nn.Module) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,17 +17,33 @@ import numpy as np
 
 
 class Logger:
-    def __init__(self, out_dir: str | Path, tensorboard: bool = True):
+    """``resume`` (a :meth:`state_dict` saved in a checkpoint) continues a run from that checkpoint: the
+    records written after it (by the continuation a kill threw away) are cut from ``metrics.jsonl``
+    and purged from TensorBoard, and the averages pending at the checkpoint are restored."""
+
+    def __init__(self, out_dir: str | Path, tensorboard: bool = True, resume: dict | None = None):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.out_dir / "metrics.jsonl", "a")
-        self._sums: dict[str, float] = defaultdict(float)
-        self._counts: dict[str, int] = defaultdict(int)
+        path = self.out_dir / "metrics.jsonl"
+        if resume is not None and path.exists():
+            with open(path, "r+b") as f:
+                f.truncate(min(int(resume["offset"]), path.stat().st_size))
+        self._jsonl = open(path, "a")
+        self._sums: dict[str, float] = defaultdict(float, (resume or {}).get("sums", {}))
+        self._counts: dict[str, int] = defaultdict(int, (resume or {}).get("counts", {}))
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            # events after the checkpoint's step are hidden (TensorBoard's purge_step)
+            purge = int(resume["step"]) + 1 if resume is not None else None
+            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=purge)
+
+    def state_dict(self, step: int) -> dict:
+        """What resuming at ``step`` needs: the metrics file's length and the pending averages."""
+        self._jsonl.flush()
+        return {"offset": os.fstat(self._jsonl.fileno()).st_size, "step": step, "sums": dict(self._sums),
+                "counts": dict(self._counts)}
 
     def accumulate(self, metrics: dict[str, float]) -> None:
         """Add values to be averaged at the next :meth:`write`."""

@@ -9,6 +9,7 @@ import envs
 from slac import checkpoint, config
 from slac.agent_inputs import CleanInputs
 from slac.errors import InputError, unknown
+from slac.rundir import RunLock, check_new_run
 from slac.trainer import InputsFactory, Trainer
 
 
@@ -26,6 +27,7 @@ class RunRequest:
     device: str | None = None
     out: str | None = None
     resume: str | None = None
+    overwrite: bool = False  # a new run may delete an earlier run's files in --out
 
 
 def env_for(request: RunRequest) -> str:
@@ -52,7 +54,7 @@ def _check_resume_request(request: RunRequest) -> None:
     fixed = {"--phase": request.phase, "--env": request.env, "--shift": request.shift,
              "--checkpoint": request.checkpoint,
              "--preset": request.preset, "--config": request.config_files or None, "--seed": request.seed,
-             "--device": request.device, "--out": request.out}
+             "--device": request.device, "--out": request.out, "--overwrite": request.overwrite or None}
     given = [flag for flag, value in fixed.items() if value is not None]
     if given:
         raise InputError(f"--resume continues a run with its saved config; {', '.join(given)} cannot be "
@@ -71,23 +73,48 @@ def make_trainer(request: RunRequest, progress: bool = True, config_cls: type[co
     what the learners see of each batch (``slac.agent_inputs``)."""
     if request.resume:
         _check_resume_request(request)
-        state = checkpoint.load(request.resume)
-        # the saved config, --set on top
-        cfg = config.resolve(sets=request.sets, base=state["config"], cls=config_cls)
-        if request.steps is not None:  # allow extending a finished run
-            cfg.train.steps = request.steps
-        return Trainer(cfg, Path(request.resume), state["phase"], resume_from=state, progress=progress,
-                       inputs=inputs)
+        run_dir = Path(request.resume)
+        if not run_dir.is_dir():
+            raise InputError(f"--resume {request.resume!r} is not a run directory (give the --out of the run)")
+        lock = RunLock(run_dir)  # before reading: no other run may be writing it
+        return _with_lock(lock, lambda: _resumed_trainer(request, run_dir, lock, progress, config_cls, inputs))
 
+    return _new_trainer(request, progress, config_cls, inputs)
+
+
+def _with_lock(lock: RunLock, build):
+    """``build()`` with ``lock`` held; released if building fails."""
+    try:
+        return build()
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _resumed_trainer(request: RunRequest, run_dir: Path, lock: RunLock, progress: bool,
+                     config_cls: type[config.Config], inputs: InputsFactory) -> Trainer:
+    state = checkpoint.load(run_dir)
+    cfg = config.resolve(sets=request.sets, base=state["config"], cls=config_cls)  # the saved config, --set on top
+    if request.steps is not None:  # extend a run (or shorten one not yet there)
+        done = state["counters"]["step"]
+        if request.steps < max(done, 1):
+            raise InputError(f"--steps {request.steps} is below the {done} steps the run has done; "
+                             f"give --steps >= {max(done, 1)}")
+        cfg.train.steps = request.steps
+    return Trainer(cfg, run_dir, state["phase"], resume_from=state, progress=progress, inputs=inputs, lock=lock)
+
+
+def _new_trainer(request: RunRequest, progress: bool, config_cls: type[config.Config],
+                 inputs: InputsFactory) -> Trainer:
     request = replace(request, phase=request.phase or "source")  # a new run: source by default
     if request.phase not in config.PHASES:
         raise unknown("phase", request.phase, config.PHASES)
     if request.out is None:
         raise InputError("--out DIR is required (the run directory for config, checkpoints and logs)")
+    if request.out.strip() in ("", "."):
+        raise InputError(f"--out {request.out!r} is empty or the current directory; give a directory for the run "
+                         "(it is created if missing)")
     out = Path(request.out)
-    if (out / "checkpoints" / checkpoint.LATEST).exists():
-        raise InputError(f"{str(out)!r} already holds a run; continue it with --resume {out} "
-                         "or choose a new --out")
     env_name = env_for(request)
     init_state = None
     base: dict = {}
@@ -108,7 +135,13 @@ def make_trainer(request: RunRequest, progress: bool = True, config_cls: type[co
     if request.device is not None:
         sets.append(f"device={request.device}")
     cfg = config.resolve(request.preset, request.config_files, sets, base=base, cls=config_cls)
-    return Trainer(cfg, out, request.phase, init_from=init_state, progress=progress, inputs=inputs)
+    lock = RunLock(out)  # everything checked: now the directory is created and held
+
+    def build() -> Trainer:
+        check_new_run(out, request.overwrite)
+        return Trainer(cfg, out, request.phase, init_from=init_state, progress=progress, inputs=inputs, lock=lock)
+
+    return _with_lock(lock, build)
 
 
 def env_name_for(env: str | None, shift: str | None, side: str) -> str | None:

@@ -16,6 +16,7 @@ One loop iteration is one agent step: :meth:`Trainer._collect` (act, step the en
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import signal
@@ -39,27 +40,41 @@ from slac.latent import LatentModel, to_float
 from slac.learner import build_learner, check_compatible, env_spec, load_learner, resolve_device
 from slac.logger import Logger
 from slac.rollout import LatentPolicy, episode_seed
+from slac.rundir import RunLock
 
 InputsFactory = Callable[[Config, LatentModel, SafeSACAgent], LearnerInputs]
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or inf; the last good checkpoint is kept."""
+class RunFailed(RuntimeError):
+    """The run cannot go on (a full disk, a diverged loss); its last good checkpoint is kept."""
+
+
+class TrainingDiverged(RunFailed):
+    """A loss became NaN or inf."""
 
 
 class Trainer:
     """A run: env, replay buffer, latent model, agent, logger and counters, in ``out_dir``.
 
     ``inputs`` builds what the learners see of each sampled batch (``slac.agent_inputs``): Safe SLAC's
-    own by default, or a source-training method's.
+    own by default, or a source-training method's. The run holds ``lock`` on its directory (taken
+    here if not given) until :meth:`run` ends or :meth:`close` is called.
+
+    Resuming is exact: a checkpoint holds, besides weights, optimisers, counters and RNG states, the
+    pending log averages, the metrics file's length, the running episode's sums and the policy's
+    filter state; the env is brought back to the same step by re-running the episode's stored actions
+    from its seeded reset (each frame checked against the replay), so a run resumed from any
+    checkpoint continues bit for bit as the run that wrote it would have.
     """
 
     def __init__(self, cfg: Config, out_dir: str | Path, phase: str, init_from: dict | None = None,
-                 resume_from: dict | None = None, progress: bool = True, inputs: InputsFactory = CleanInputs):
+                 resume_from: dict | None = None, progress: bool = True, inputs: InputsFactory = CleanInputs,
+                 lock: RunLock | None = None):
         if phase not in PHASES:
             raise InputError(f"unknown phase {phase!r}; valid: {', '.join(PHASES)}")
         self.cfg, self.phase, self.progress = cfg, phase, progress
         self.out_dir = Path(out_dir)
+        self.lock = lock or RunLock(self.out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.device = resolve_device(cfg.device)
         if cfg.train.threads:
@@ -70,6 +85,10 @@ class Trainer:
         self.env = envs.make(cfg.env, seed=cfg.seed, **cfg.env_overrides)
         self.eval_env = envs.make(cfg.env, **cfg.env_overrides)
         self.spec = env_spec(self.env)
+        if cfg.model.sequence_length > self.spec["episode_steps"]:
+            raise InputError(f"config key 'model.sequence_length' is {cfg.model.sequence_length} but episodes of "
+                             f"{cfg.env} last {self.spec['episode_steps']} agent steps: sequences stay inside one "
+                             "episode, so no update could ever happen; use a sequence_length up to the episode's")
         for state in (init_from, resume_from):
             if state is not None:
                 check_compatible(state, cfg, self.spec, cfg.env)
@@ -81,6 +100,9 @@ class Trainer:
                          "lifetime_cost": 0.0, "pretrained": False, "zero_shot_done": False}
         self.source_checkpoint = ""
         self._update_credit = 0.0
+        self.policy = LatentPolicy(self.model, self.agent, self.device, deterministic=False)
+        self._episode: dict = {}  # the running episode's return, cost, and whether the policy acted all of it
+        self._resumed: dict | None = None  # a resumed run's episode and filter state, until the loop restores them
         self._stop_signal: int | None = None
         self.interrupted = False  # set when a signal stopped the run (a checkpoint was saved)
         self.code_version = checkpoint.code_version()
@@ -91,19 +113,17 @@ class Trainer:
         if init_from is not None:
             self.source_checkpoint = init_from["path"]
         if resume_from is not None:
+            checkpoint.check_resumable(resume_from)
+            checkpoint.clean_stale(self.ckpt_dir, resume_from["replay_file"])
+            self.buffer.load_state_dict(checkpoint.load_replay(self.ckpt_dir / resume_from["replay_file"]))
             self.counters.update(resume_from["counters"])
             self.source_checkpoint = resume_from.get("source_checkpoint", "")
             self._update_credit = float(resume_from["update_credit"])
             self._restore_rng(resume_from["rng"])
-            replay = checkpoint.load_replay(self.ckpt_dir / checkpoint.REPLAY)
-            if replay is None:
-                raise InputError(f"cannot resume {str(self.out_dir)!r}: replay buffer "
-                                 f"{checkpoint.REPLAY} is missing beside the checkpoint")
-            self.buffer.load_state_dict(replay)
+            self._resumed = {"episode": resume_from["episode"], "policy_state": resume_from["policy_state"]}
 
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, self.out_dir / "config.yaml")
-        self.logger = Logger(self.out_dir)
+        self.logger = Logger(self.out_dir, resume=resume_from["logger"] if resume_from is not None else None)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -124,6 +144,9 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "agent_optimizers": {k: o.state_dict() for k, o in self.agent.optimizers.items()},
             "rng": rng,
+            "episode": dict(self._episode),
+            "policy_state": {k: v.clone() for k, v in (self.policy.state or {}).items()},
+            "logger": self.logger.state_dict(self.counters["step"]),
         }
 
     def _restore_rng(self, rng: dict) -> None:
@@ -132,16 +155,9 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.rng.bit_generator.state = json.loads(rng["numpy"])
 
-    def save(self, with_replay: bool = True, keep: bool = False) -> Path:
-        """Write ``checkpoints/latest.pt`` (and the replay buffer for resuming); ``keep`` adds a copy."""
-        state = self.state_dict()
-        latest = self.ckpt_dir / checkpoint.LATEST
-        if with_replay:  # replay first: a latest.pt always has a replay at least as new
-            checkpoint.save_replay(self.ckpt_dir / checkpoint.REPLAY, self.buffer.state_dict())
-        checkpoint.save(latest, state)
-        if keep:
-            checkpoint.save(self.ckpt_dir / f"step_{self.counters['step']:09d}.pt", state)
-        return latest
+    def save(self, keep: bool = False) -> Path:
+        """Write ``checkpoints/latest.pt`` and its replay buffer as one snapshot; ``keep`` adds a copy."""
+        return checkpoint.save_snapshot(self.ckpt_dir, self.state_dict(), self.buffer.state_dict, keep)
 
     # ---------------------------------------------------------------- updates
     def _batch(self, batch_size: int) -> dict[str, torch.Tensor]:
@@ -216,9 +232,10 @@ class Trainer:
             for _ in tqdm(range(done, n), initial=done, total=n, desc="model pre-training", disable=not self.progress,
                           leave=False, dynamic_ncols=True):
                 if self._stop_signal is not None:
-                    self.logger.write(self.counters["step"])
                     return False
                 self._record(self.update_model())
+                if self.counters["model_updates"] % self.cfg.train.checkpoint_interval == 0:
+                    self.save()  # pre-training is checkpointed as often as training (in model updates)
             self.logger.write(self.counters["step"])
         self.counters["pretrained"] = True
         return True
@@ -235,29 +252,49 @@ class Trainer:
                 "eval/violation_rate": summary["violation_rate"], "eval/budget": summary["budget"]}
 
     # ------------------------------------------------------------------- loop
-    def _on_signal(self, signum, frame) -> None:
+    def request_stop(self, signum: int) -> None:
+        """Save and stop at the next step boundary (SIGINT/SIGTERM while running call this)."""
         self._stop_signal = signum
+
+    def _on_signal(self, signum, frame) -> None:
+        self.request_stop(signum)
 
     def run(self) -> dict[str, float]:
         """Train until ``train.steps`` agent steps; returns the final evaluation metrics."""
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             return self._run()
+        except OSError as e:
+            latest = self.ckpt_dir / checkpoint.LATEST
+            reason = "the disk is full" if e.errno == errno.ENOSPC else f"a write failed ({e.strerror or e})"
+            raise RunFailed(f"{reason} at step {self.counters['step']}"
+                            f"{f' writing {e.filename}' if e.filename else ''}; the last complete checkpoint "
+                            f"({latest}) and its replay are intact: free space, then "
+                            f"python train.py --resume {self.out_dir}") from None
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            self.logger.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close the logs and release the run directory."""
+        self.logger.close()
+        self.lock.release()
 
     def _run(self) -> dict[str, float]:
         c = self.counters
         if self.phase == "target" and not c["zero_shot_done"]:
             self._zero_shot()
-        self.policy = LatentPolicy(self.model, self.agent, self.device, deterministic=False)
-        self._start_episode()
         self._last_log = self._mark(time.perf_counter())
         self._bar = tqdm(total=self.cfg.train.steps, initial=c["step"], desc=f"{self.phase} {self.cfg.env}",
                          disable=not self.progress, dynamic_ncols=True, unit="step")
         final: dict[str, float] = {}
+        if self._resumed is None:
+            self._start_episode()
+        else:
+            self._restore_episode()
+            if c["step"] >= self.cfg.train.initial_collection_steps and not c["pretrained"] and self._learn():
+                final = self._periodic() or final  # saved inside pre-training: finish this step first
         while c["step"] < self.cfg.train.steps:
             if self._stop_signal is not None:
                 self._stop()
@@ -281,6 +318,22 @@ class Trainer:
         self.buffer.add_first(obs)
         self.policy.reset(obs)
         self._episode = {"return": 0.0, "cost": 0.0, "by_policy": True}
+
+    def _restore_episode(self) -> None:
+        """Bring a resumed run's env back to the saved step: reset it with the episode's seed and replay
+        the episode's stored actions (the env is deterministic given both), checking every frame."""
+        frames, actions = self.buffer.current_episode()
+        obs, _ = self.env.reset(seed=episode_seed(self.cfg.seed, self.counters["episodes"]))
+        for k, frame in enumerate(frames):
+            if k > 0:
+                obs = self.env.step(actions[k - 1])[0]
+            if not np.array_equal(obs, frame):
+                raise RunFailed(f"cannot resume exactly: replaying the running episode's actions gave another "
+                                f"frame at its step {k} than the one stored (the env or its code changed?)")
+        state = self._resumed["policy_state"]
+        self.policy.state = {k: v.to(self.device) for k, v in state.items()} if state else None
+        self._episode = dict(self._resumed["episode"])
+        self._resumed = None
 
     def _random_phase(self) -> bool:
         """Source runs act at random for their first ``train.initial_collection_steps`` steps."""

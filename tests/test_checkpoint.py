@@ -8,12 +8,21 @@ import pytest
 import torch
 
 from slac import checkpoint
+from slac.buffer import SequenceReplayBuffer
 from slac.errors import InputError
 
 
+def minimal_state(**extra) -> dict:
+    """The entries every checkpoint has, with small values."""
+    counters = {"step": 7, "env_steps": 14, "episodes": 1, "updates": 2, "model_updates": 3, "lifetime_cost": 1.5,
+                "pretrained": True, "zero_shot_done": False}
+    spec = {"obs_shape": [3, 8, 8], "action_dim": 1, "action_repeat": 2, "episode_steps": 5}
+    return {"phase": "source", "config": {"seed": 0}, "env_spec": spec, "counters": counters,
+            "model": {"w": torch.randn(3, 4)}, "agent": {"b": torch.zeros(2)}, **extra}
+
+
 def test_round_trip_keeps_every_tensor_and_number(tmp_path):
-    state = {"model": {"w": torch.randn(3, 4)}, "counters": {"step": 7, "cost": 1.5}, "name": "x",
-             "opt": torch.optim.Adam([torch.nn.Parameter(torch.ones(2))]).state_dict()}
+    state = minimal_state(opt=torch.optim.Adam([torch.nn.Parameter(torch.ones(2))]).state_dict(), name="x")
     checkpoint.save(tmp_path / "a.pt", state)
     loaded = checkpoint.load(tmp_path / "a.pt")
     torch.testing.assert_close(loaded["model"]["w"], state["model"]["w"])
@@ -22,8 +31,32 @@ def test_round_trip_keeps_every_tensor_and_number(tmp_path):
 
 
 def test_run_directory_resolves_to_latest(tmp_path):
-    checkpoint.save(tmp_path / "checkpoints" / checkpoint.LATEST, {"x": 1})
+    checkpoint.save(tmp_path / "checkpoints" / checkpoint.LATEST, minimal_state(x=1))
     assert checkpoint.load(tmp_path)["x"] == 1
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s.pop("config"), "'config' is missing"),
+    (lambda s: s.pop("env_spec"), "'env_spec' is missing"),
+    (lambda s: s.update(config="seed: 0"), "'config' is a str"),
+    (lambda s: s["counters"].update(step="7"), "counter 'step' is a str"),
+    (lambda s: s["counters"].pop("episodes"), "counter 'episodes' is missing"),
+    (lambda s: s["counters"].update(updates=-1), "negative counters"),
+    (lambda s: s["env_spec"].update(action_dim=1.5), "env_spec 'action_dim' is a float"),
+    (lambda s: s["model"].update(w=[1, 2]), "not tensors"),
+])
+def test_damaged_entries_are_one_clear_error(tmp_path, damage, message):
+    state = minimal_state()
+    damage(state)
+    checkpoint.save(tmp_path / "c.pt", state)
+    with pytest.raises(InputError, match="damaged or not this project's: .*" + message):
+        checkpoint.load(tmp_path / "c.pt")
+
+
+def test_a_checkpoint_without_the_resume_entries_cannot_be_resumed(tmp_path):
+    checkpoint.save(tmp_path / "c.pt", minimal_state())
+    with pytest.raises(InputError, match="cannot be resumed exactly: it lacks model_optimizer"):
+        checkpoint.check_resumable(checkpoint.load(tmp_path / "c.pt"))
 
 
 class Evil:
@@ -65,7 +98,7 @@ def test_missing_paths(tmp_path):
 
 def test_failed_write_keeps_the_previous_file(tmp_path):
     path = tmp_path / "c.pt"
-    checkpoint.save(path, {"v": 1})
+    checkpoint.save(path, minimal_state(v=1))
 
     def explode(f):
         f.write(b"partial")
@@ -77,9 +110,75 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
 
 
+def small_buffer() -> SequenceReplayBuffer:
+    buffer = SequenceReplayBuffer(10, (3, 2, 2), 1, 2)
+    buffer.add_first(np.zeros((3, 2, 2), np.uint8))
+    for k in range(4):
+        buffer.add(np.array([0.5]), 1.0, 0.0, False, np.full((3, 2, 2), k, np.uint8))
+    return buffer
+
+
 def test_replay_arrays_round_trip_without_pickle(tmp_path):
-    arrays = {"frames": np.arange(24, dtype=np.uint8).reshape(2, 3, 2, 2), "size": np.array(2)}
-    checkpoint.save_replay(tmp_path / "r.npz", arrays)
+    buffer = small_buffer()
+    checkpoint.save_replay(tmp_path / "r.npz", buffer.state_dict())
     loaded = checkpoint.load_replay(tmp_path / "r.npz")
-    np.testing.assert_array_equal(loaded["frames"], arrays["frames"])
-    assert checkpoint.load_replay(tmp_path / "missing.npz") is None
+    np.testing.assert_array_equal(loaded["frames"], buffer.frames[:5])
+    restored = SequenceReplayBuffer(10, (3, 2, 2), 1, 2)
+    restored.load_state_dict(loaded)
+    assert (restored.cursor, restored.size) == (5, 5)
+    with pytest.raises(InputError, match="is missing"):
+        checkpoint.load_replay(tmp_path / "missing.npz")
+
+
+def _npz(path, arrays, **kw):
+    np.savez(path, **arrays, **kw)
+
+
+@pytest.mark.parametrize("variant", ["not a zip", "truncated", "empty", "pickled objects", "missing key",
+                                     "wrong shape", "wrong dtype", "size past capacity"])
+def test_damaged_replays_are_one_clear_error(tmp_path, variant):
+    path, arrays = tmp_path / "replay.npz", small_buffer().state_dict()
+    if variant == "not a zip":
+        path.write_bytes(b"garbage")
+    elif variant == "truncated":
+        checkpoint.save_replay(path, arrays)
+        path.write_bytes(path.read_bytes()[:200])
+    elif variant == "empty":
+        path.write_bytes(b"")
+    elif variant == "pickled objects":
+        np.savez(path, **{**arrays, "reward": np.array([{"a": 1}] * 5, dtype=object)})
+    elif variant == "missing key":
+        np.savez(path, **{k: v for k, v in arrays.items() if k != "cost"})
+    elif variant == "wrong shape":
+        np.savez(path, **{**arrays, "frames": arrays["frames"][:, :, :1]})
+    elif variant == "wrong dtype":
+        np.savez(path, **{**arrays, "action": arrays["action"].astype(np.float64)})
+    else:
+        np.savez(path, **{**arrays, "size": np.array(50), "cursor": np.array(0)})
+    with pytest.raises(InputError):
+        SequenceReplayBuffer(10, (3, 2, 2), 1, 2).load_state_dict(checkpoint.load_replay(path))
+
+
+def test_a_snapshot_killed_before_latest_keeps_latest_and_its_replay(tmp_path):
+    """Replay first, latest.pt second, old replays last: a kill in between leaves the old pair intact."""
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    checkpoint.save_snapshot(ckpt, minimal_state(), small_buffer().state_dict, keep=False)
+    state = minimal_state()
+    state["counters"]["step"] = 9
+    original_save = checkpoint.save
+
+    def killed(path, st):
+        raise KeyboardInterrupt("killed while writing latest.pt")
+
+    checkpoint.save = killed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint.save_snapshot(ckpt, state, small_buffer().state_dict, keep=False)
+    finally:
+        checkpoint.save = original_save
+    latest = checkpoint.load(tmp_path)
+    assert latest["counters"]["step"] == 7 and (ckpt / latest["replay_file"]).is_file()
+    (ckpt / ".latest.pt.tmp123").write_bytes(b"partial")
+    checkpoint.clean_stale(ckpt, latest["replay_file"])  # what a resume does first
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.pt", latest["replay_file"]]

@@ -1,6 +1,8 @@
 """End-to-end: smoke source run → checkpoint → smoke target run; resume; bad input."""
 
+import errno
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -8,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +18,8 @@ from slac import checkpoint, config
 from slac.errors import InputError
 from slac.logger import read_metrics
 from slac.run import RunRequest, make_trainer
+from slac.rundir import RunLock
+from slac.trainer import RunFailed
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_ENV = "toy-reach"
@@ -148,7 +153,7 @@ def test_interrupted_run_resumes_with_its_counters_and_weights(tmp_path):
     trainer.run()
     saved = checkpoint.load(out)
     assert saved["counters"]["step"] == 130 and saved["counters"]["updates"] > 0
-    assert checkpoint.load_replay(out / "checkpoints" / "replay.npz")["size"] == trainer.buffer.size
+    assert checkpoint.load_replay(out / "checkpoints" / saved["replay_file"])["size"] == trainer.buffer.size
 
     resumed = make_trainer(RunRequest(resume=str(out)), progress=False)
     assert resumed.counters == saved["counters"]
@@ -160,6 +165,103 @@ def test_interrupted_run_resumes_with_its_counters_and_weights(tmp_path):
     assert final["counters"]["updates"] > saved["counters"]["updates"]
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
     assert steps == sorted(steps), "metrics went back in time after resuming"
+
+
+def flat_tensors(state, prefix=""):
+    """Every tensor (and number) in a nested checkpoint entry, by path."""
+    if isinstance(state, dict):
+        return {k: v for key, sub in state.items() for k, v in flat_tensors(sub, f"{prefix}{key}/").items()}
+    if isinstance(state, (list, tuple)):
+        return {k: v for i, sub in enumerate(state) for k, v in flat_tensors(sub, f"{prefix}{i}/").items()}
+    return {prefix: state}
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Bitwise the same weights, optimiser states, counters, RNG, replay and metrics (timings apart)."""
+    sa, sb = checkpoint.load(a), checkpoint.load(b)
+    for key in ("model", "agent", "model_optimizer", "agent_optimizers", "counters", "rng", "update_credit"):
+        fa, fb = flat_tensors(sa[key]), flat_tensors(sb[key])
+        assert fa.keys() == fb.keys(), key
+        for k in fa:
+            same = (torch.equal(fa[k].nan_to_num(), fb[k].nan_to_num()) and torch.equal(fa[k].isnan(), fb[k].isnan())
+                    if isinstance(fa[k], torch.Tensor) else fa[k] == fb[k])
+            assert same, f"{key} {k} differs"
+    ra = checkpoint.load_replay(a / "checkpoints" / sa["replay_file"])
+    rb = checkpoint.load_replay(b / "checkpoints" / sb["replay_file"])
+    assert all(np.array_equal(ra[k], rb[k]) for k in checkpoint.REPLAY_KEYS)
+    untimed = lambda run: [{k: v for k, v in r.items() if not k.startswith("perf/")}  # noqa: E731
+                           for r in read_metrics(run / "metrics.jsonl")]
+    ma, mb = untimed(a), untimed(b)
+    assert len(ma) == len(mb) and ma == mb
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """A 200-step smoke run of seed 5, never interrupted."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=5, out=str(out)),
+                 progress=False).run()
+    return out
+
+
+@pytest.mark.parametrize("stop_at", [77, 100, 130])  # mid-episode after updates began; at a checkpoint
+def test_interrupted_and_resumed_run_is_bitwise_the_straight_run(straight_run, tmp_path, stop_at):
+    out = tmp_path / "run"
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=5, out=str(out)),
+                           progress=False)
+    env_step = trainer.env.step
+
+    def step_then_interrupt(action):
+        if trainer.counters["step"] == stop_at - 1:
+            trainer.request_stop(signal.SIGTERM)
+        return env_step(action)
+
+    trainer.env.step = step_then_interrupt
+    trainer.run()
+    assert checkpoint.load(out)["counters"]["step"] == stop_at
+    make_trainer(RunRequest(resume=str(out)), progress=False).run()
+    assert_same_run(straight_run, out)
+
+
+def test_stopped_in_model_pretraining_and_resumed_is_bitwise_the_straight_run(straight_run, tmp_path):
+    out = tmp_path / "run"
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=5, out=str(out)),
+                           progress=False)
+    update_model = trainer.update_model
+
+    def update_then_interrupt():  # a SIGTERM arriving during the 4th pre-training update
+        if trainer.counters["model_updates"] == 3:
+            trainer.request_stop(signal.SIGTERM)
+        return update_model()
+
+    trainer.update_model = update_then_interrupt
+    trainer.run()
+    assert not checkpoint.load(out)["counters"]["pretrained"]
+    make_trainer(RunRequest(resume=str(out)), progress=False).run()
+    assert_same_run(straight_run, out)
+
+
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_the_straight_run(straight_run, tmp_path):
+    """A subprocess killed with SIGKILL (no handler runs) after its first checkpoint, resumed from it."""
+    out = tmp_path / "run"
+    command = [sys.executable, "train.py", "--env", SOURCE_ENV, "--preset", "smoke", "--seed", "5", "--no-progress"]
+    proc = subprocess.Popen([*command, "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    latest = out / "checkpoints" / "latest.pt"
+    deadline = time.time() + 120
+    while not latest.exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(np.random.default_rng().uniform(0.0, 2.0))  # somewhere after the first checkpoint
+    proc.kill()
+    proc.wait()
+    assert latest.exists()
+    resumed = subprocess.run([sys.executable, "train.py", "--resume", str(out), "--no-progress"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list((out / "checkpoints").glob(".*tmp*")), "temp files of the killed writer are left"
+    assert len(list((out / "checkpoints").glob("replay*.npz"))) == 1
+    assert_same_run(straight_run, out)
 
 
 def test_resume_changes_only_what_does_not_change_the_run(source_run, tmp_path):
@@ -313,3 +415,99 @@ def test_read_metrics_drops_the_records_a_resume_replaced(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     kept = read_metrics(path)
     assert kept == lines[:4] + lines[5:]
+
+
+# ------------------------------------------------------------------ the run directory
+def test_a_second_run_on_a_locked_directory_is_refused_with_the_holders_pid(tmp_path):
+    out = tmp_path / "run"
+    holder = RunLock(out)
+    try:
+        with pytest.raises(InputError, match=rf"in use by another run \(PID {os.getpid()}\)"):
+            make_trainer(RunRequest(env=SOURCE_ENV, preset="smoke", out=str(out)), progress=False)
+        with pytest.raises(InputError, match="in use by another run"):
+            RunLock(out)
+    finally:
+        holder.release()
+    make_trainer(RunRequest(env=SOURCE_ENV, preset="smoke", out=str(out)), progress=False).close()
+
+
+def test_two_runs_started_together_on_one_directory_one_is_refused(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "train.py", "--env", SOURCE_ENV, "--preset", "smoke", "--steps", "70",
+               "--no-progress", "--out", str(out)]
+    procs = [subprocess.Popen([*command, "--seed", str(seed)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "in use by another run" in refused or "already holds a run" in refused, refused
+    seeds = {checkpoint.load(path)["config"]["seed"] for path in (out / "checkpoints").glob("*.pt")}
+    assert len(seeds) == 1, "the directory mixes two runs"
+
+
+def test_leftovers_of_a_run_without_checkpoint_are_refused_or_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 50}\n')
+    (out / "config.yaml").write_text("seed: 1\n")
+    with pytest.raises(InputError, match="wrote no checkpoint .*--overwrite"):
+        make_trainer(RunRequest(env=SOURCE_ENV, preset="smoke", out=str(out)), progress=False)
+    trainer = make_trainer(RunRequest(env=SOURCE_ENV, preset="smoke", out=str(out), overwrite=True), progress=False)
+    trainer.close()
+    assert not (out / "metrics.jsonl").read_text(), "the old metrics were not deleted"
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a run's"):
+        make_trainer(RunRequest(env=SOURCE_ENV, preset="smoke", out=str(out), overwrite=True), progress=False)
+
+
+@pytest.mark.parametrize("make_out, message", [
+    (lambda tmp: "", "--out .. is empty"),
+    (lambda tmp: (tmp / "file").write_text("x") and str(tmp / "file"), "is a file, not a directory"),
+    (lambda tmp: (tmp / "file").write_text("x") and str(tmp / "file" / "run"), "cannot create or write"),
+])
+def test_bad_out_is_refused_before_anything_is_written(tmp_path, make_out, message):
+    with pytest.raises(InputError, match=message):
+        make_trainer(RunRequest(env=SOURCE_ENV, preset="smoke", out=make_out(tmp_path)), progress=False)
+    assert not (ROOT / "checkpoints").exists() and not (ROOT / "metrics.jsonl").exists()
+
+
+def test_resume_steps_below_the_runs_step_are_refused(source_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(source_run[0], out)
+    before = (out / "config.yaml").read_text()
+    for steps in (-5, 0, 150):
+        with pytest.raises(InputError, match=f"--steps {steps} is below the 200 steps"):
+            make_trainer(RunRequest(resume=str(out), steps=steps), progress=False)
+    assert (out / "config.yaml").read_text() == before
+
+
+def test_a_full_disk_is_one_clear_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    trainer = make_trainer(RunRequest(env=SOURCE_ENV, preset="smoke", seed=3, out=str(out)), progress=False)
+    real_write = checkpoint.atomic_write
+
+    def full_after_first(path, write):  # the disk fills up after the checkpoint at step 100
+        if "000000200" in Path(path).name:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, write)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", full_after_first)
+    with pytest.raises(RunFailed, match="the disk is full at step 200 .*are intact: free space, then"):
+        trainer.run()
+    monkeypatch.setattr(checkpoint, "atomic_write", real_write)
+    state = checkpoint.load(out)
+    assert state["counters"]["step"] == 100 and (out / "checkpoints" / state["replay_file"]).is_file()
+    make_trainer(RunRequest(resume=str(out)), progress=False).run()  # resumes from the last good one
+
+
+def test_sigterm_while_starting_up_saves_at_step_zero(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "train.py", "--env", SOURCE_ENV, "--preset", "smoke", "--no-progress",
+                             "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.5)  # inside the imports
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "stopped by signal 15 at step 0" in output and "--resume" in output
+    assert checkpoint.load(out)["counters"]["step"] == 0
