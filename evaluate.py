@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -25,12 +26,16 @@ try:
     from latent_adversary.run import make_evaluator
     from slac import evaluation, report
     from slac.checkpoint import atomic_write
-    from slac.config import DEVICES, PHASES
+    from slac.config import DEVICES, MAX_THREADS, PHASES, SEED_MAX
     from slac.errors import InputError
     from slac.run import env_name_for
 except ValueError as error:  # an InputError at import: the MuJoCo rendering backend cannot start
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
+
+# attacks whose ε is in pixel units: pixels live in [0, 1], so ε does too (latent attacks: posterior stds)
+PIXEL_ATTACKS = tuple(name for name in ATTACKS if name == "random" or name.startswith("image-"))
+MAX_OVERVIEW_SIZE = 4096  # the video's panel height; larger frames would not fit in memory
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,8 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shift", help="a shift name; --side picks its source or target env")
     p.add_argument("--side", choices=PHASES, default="target", help="side of --shift (target)")
     p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed (episode k's env and torch seeds "
-                   "derive from it and k)")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed in [0, 2**32 - 1] (episode k's env "
+                   "and torch seeds derive from it and k)")
     p.add_argument("--stochastic", dest="deterministic", action="store_false",
                    help="sample actions (and latents, with agent.latent_input sample); default: the mean action "
                    "on the filter's means")
@@ -53,11 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "one suits batch-1 rollouts, and spinning threads on busy cores slow them down a lot")
     p.add_argument("--attack", choices=ATTACKS, help="test-time attack applied at every step")
     p.add_argument("--epsilon", type=float,
-                   help="attack radius (pixels in [0, 1]; latents in posterior stds)")
+                   help="attack radius: in [0, 1] for pixel attacks (random, image-*: pixels live in [0, 1]); "
+                   "any finite value >= 0 for latent attacks (posterior stds)")
     p.add_argument("--attack-steps", type=int, default=evaluation.DEFAULT_ATTACK_STEPS,
                    help="projected gradient steps of the attack (1 = FGSM)")
     p.add_argument("--epsilon-sweep", metavar="E1,E2,...", help="evaluate --attack at each ε: table and PNG")
-    p.add_argument("--video", metavar="PATH.mp4", help="write the first --video-episodes episodes as an mp4")
+    p.add_argument("--video", metavar="PATH.mp4", help="write the first --video-episodes episodes as an mp4 "
+                   "(the path must end in .mp4)")
     p.add_argument("--video-episodes", type=int, default=1)
     p.add_argument("--tensorboard", metavar="DIR", help="also write the metrics and episode 0 as a video to "
                    "TensorBoard (e.g. the run's own tensorboard/ folder)")
@@ -76,8 +83,22 @@ def check(args: argparse.Namespace) -> None:
         raise InputError(f"--epsilon/--epsilon-sweep need --attack NAME; valid: {', '.join(ATTACKS)}")
     if args.attack is not None and args.epsilon is None and args.epsilon_sweep is None:
         raise InputError("--attack needs --epsilon E (or --epsilon-sweep E1,E2,...)")
-    if args.epsilon is not None and args.epsilon < 0:
-        raise InputError(f"--epsilon must be >= 0, got {args.epsilon}")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise InputError(f"--seed must be an integer in [0, 2**32 - 1 = {SEED_MAX}], got {args.seed}")
+    if args.episodes < 1:
+        raise InputError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    pixels = args.attack in PIXEL_ATTACKS
+    if args.epsilon is not None:
+        if not math.isfinite(args.epsilon) or args.epsilon < 0:
+            raise InputError(f"--epsilon must be a finite number >= 0, got {args.epsilon}")
+        if pixels and args.epsilon > 1:
+            raise InputError(f"--epsilon for --attack {args.attack} is in pixel units, and pixels live in [0, 1]: "
+                             f"it must be in [0, 1], got {args.epsilon:g} (latent attacks take any ε >= 0)")
+    if args.epsilon_sweep is not None and args.attack is not None:
+        report.parse_epsilons(args.epsilon_sweep, upper=1.0 if pixels else None,
+                              units=f" for --attack {args.attack} (pixels live in [0, 1])" if pixels else "")
     if args.attack_steps < 1:
         raise InputError(f"--attack-steps must be >= 1, got {args.attack_steps}")
     if args.compare and args.epsilon_sweep is not None:
@@ -86,10 +107,14 @@ def check(args: argparse.Namespace) -> None:
         if getattr(args, flag) and (args.compare or args.epsilon_sweep is not None):
             raise InputError(f"--{flag} records one evaluation; it does not combine with --compare or "
                              "--epsilon-sweep")
-    if args.threads < 0:
-        raise InputError(f"--threads must be >= 0, got {args.threads}")
-    if args.video_episodes < 1 or args.overview_size < 16:
-        raise InputError("--video-episodes must be >= 1 and --overview-size >= 16")
+    if not 0 <= args.threads <= MAX_THREADS:
+        raise InputError(f"--threads must be in [0, {MAX_THREADS}] (0: torch's default), got {args.threads}")
+    if args.video_episodes < 1:
+        raise InputError(f"--video-episodes must be >= 1, got {args.video_episodes}")
+    if not 16 <= args.overview_size <= MAX_OVERVIEW_SIZE:
+        raise InputError(f"--overview-size must be in [16, {MAX_OVERVIEW_SIZE}] pixels, got {args.overview_size}")
+    if args.video is not None and not Path(args.video).is_dir() and Path(args.video).suffix.lower() != ".mp4":
+        raise InputError(f"--video writes an mp4 video: give a path ending in .mp4, got {args.video!r}")
     for path, what in ((args.out, "--out"), (args.plot, "--plot"), (args.video, "--video")):
         if path is not None:
             report.check_writable(path, what)

@@ -24,11 +24,12 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 
 try:
+    from latent_adversary.run import make_trainer
     from slac.config import DEVICES, PHASES, presets
     from slac.errors import InputError
-    from slac.run import RunRequest, make_trainer
+    from slac.run import RunRequest
     from slac.trainer import RunFailed
-except ValueError as error:  # envs.InputError at import: the MuJoCo rendering backend cannot start
+except ValueError as error:  # an InputError at import: the MuJoCo rendering backend cannot start
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
 

@@ -33,13 +33,23 @@ from dataclasses import dataclass, field  # noqa: E402
 from envs.backend import RENDER_BACKENDS, backend_error  # noqa: E402
 from slac.errors import InputError, unknown  # noqa: E402
 
+
+def _backend_failed(error: InputError):
+    """Raise a backend error; under ``python -m envs`` (whose __main__ cannot catch an error of this,
+    its own package's, import) print it as one line and exit 2 instead."""
+    if sys.argv and sys.argv[0] == "-m":
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2)
+    raise error
+
+
 # gymnasium's plugin loader imports MuJoCo's renderer: a bad backend would fail deep inside it
 if os.environ["MUJOCO_GL"] not in RENDER_BACKENDS:
-    raise backend_error("not a backend name")
+    _backend_failed(backend_error("not a backend name"))
 try:
     import gymnasium as gym  # noqa: E402
 except (RuntimeError, AttributeError, ImportError) as _error:
-    raise backend_error(f"{type(_error).__name__}: {_error}") from None
+    _backend_failed(backend_error(f"{type(_error).__name__}: {_error}"))
 
 
 @dataclass(frozen=True)

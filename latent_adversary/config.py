@@ -15,6 +15,7 @@ from slac.errors import InputError
 
 # the valid values of the adversary's choice fields, declared once (attacks.py and training.py import them)
 KINDS = ("none", "random", "image", "latent")
+PIXEL_KINDS = ("random", "image")  # kinds whose epsilon is in pixel units, [0, 1]
 OBJECTIVES = ("mc", "mr", "mad")
 SCHEDULES = ("constant", "linear")
 LATENT_PARTS = ("z1", "z2", "both")
@@ -32,11 +33,12 @@ class AdversaryConfig:
     kind: str = "none"
     # mc (max cost critic) | mr (min reward critic) | mad (max action deviation)
     objective: str = "mc"
-    # ball radius: [0, 1] pixel units for image, posterior-std (or norm) units for latent
+    # ball radius: in [0, 1] for image and random (pixels live in [0, 1]); any finite value >= 0 for
+    # latent (posterior-std or norm units)
     epsilon: float = 0.0
     # projected gradient steps (1 = FGSM)
     steps: int = 3
-    # step size per gradient step; null means 2.5 * epsilon / steps
+    # step size per gradient step (>= 0); null means 2.5 * epsilon / steps
     step_size: float | None = None
     # constant | linear (ramp epsilon from 0 over ramp_steps)
     schedule: str = "constant"
@@ -77,9 +79,14 @@ class RobustConfig(Config):
                                     "adversary.schedule": SCHEDULES, "adversary.latent_part": LATENT_PARTS,
                                     "adversary.latent_norm": LATENT_NORMS, "adversary.targets": TARGETS,
                                     "adversary.train_on": TRAIN_ON, "adversary.critic_input": CRITIC_INPUTS},
-                     nonnegative=["adversary.epsilon", "adversary.smoothness_coef"], unit=["adversary.fraction"])
+                     nonnegative=["adversary.epsilon", "adversary.smoothness_coef", "adversary.step_size",
+                                  "adversary.ramp_steps"], unit=["adversary.fraction"])
         if a.steps < 1:
             raise InputError(f"config key 'adversary.steps' must be >= 1, got {a.steps}")
+        if a.kind in PIXEL_KINDS and a.epsilon > 1:
+            raise InputError(f"config key 'adversary.epsilon' is {a.epsilon} but kind {a.kind!r} perturbs pixels, "
+                             "which live in [0, 1]: epsilon must be in [0, 1] (a latent adversary's is in "
+                             "posterior stds: any value >= 0)")
         if a.perturb_model and a.kind not in ("image", "random"):
             raise InputError("config key 'adversary.perturb_model' needs adversary.kind image or random "
                              f"(perturbed images), got kind {a.kind!r}")

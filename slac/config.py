@@ -10,6 +10,8 @@ Step counts are *agent steps* (one policy decision = ``action_repeat`` simulator
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, get_args, get_origin, get_type_hints
@@ -26,6 +28,13 @@ PHASES = ("source", "target")  # a run trains in the source task, or fine-tunes 
 LAGRANGE_RULES = ("step", "episode", "pid")
 LATENT_INPUTS = ("sample", "mean")
 
+# ranges of every run's numbers (bad input beyond them is refused before anything is built)
+SEED_MAX = 2**32 - 1  # seeds are in [0, 2**32 - 1]: what numpy's SeedSequence and default_rng take
+MAX_DIM = 65_536  # a layer width or latent size beyond this is clearly a typo (Safe SLAC's widest is 256)
+MAX_THREADS = 1_024  # torch threads; more would start a thread per number asked for
+INT_MAX = 2**63 - 1  # every integer must fit in 64 bits (numpy and torch take no more)
+FLOAT_MAX = 3.4028234663852886e38  # every float must be finite and within float32, what the networks compute in
+
 
 @dataclass
 class ModelConfig:
@@ -37,7 +46,7 @@ class ModelConfig:
     z1_dim: int = 32
     # size of the second latent level z2 (Safe SLAC: 200)
     z2_dim: int = 200
-    # hidden layer sizes of every MLP inside the model
+    # hidden layer sizes of every MLP inside the model, each in [1, 65536]; [] makes every head linear
     hidden_units: list[int] = field(default_factory=lambda: [256, 256])
     # variance of the Gaussian image likelihood, pixels in [0, 1]: the decoder's std is its square root
     # (Safe SLAC's image_noise, 0.4)
@@ -65,7 +74,7 @@ class ModelConfig:
 class AgentConfig:
     """The SAC-Lagrangian agent acting on the latent state (z1, z2)."""
 
-    # hidden layer sizes of actor and critics
+    # hidden layer sizes of actor and critics, each in [1, 65536]; [] makes them linear
     hidden_units: list[int] = field(default_factory=lambda: [256, 256])
     # sequences per agent update; each gives its last `sequence_transitions` transitions
     batch_size: int = 64
@@ -77,7 +86,8 @@ class AgentConfig:
     lr: float = 2e-4
     # reward discount
     gamma: float = 0.99
-    # cost discount (Safe SLAC: 0.995)
+    # cost discount, in [0, 1) (Safe SLAC: 0.995); the cost critic starts at the budget's discounted
+    # value, D/T (1 - gamma_c^T) / (1 - gamma_c), which 1 would divide by zero
     gamma_c: float = 0.995
     # soft target update coefficient
     tau: float = 5e-3
@@ -141,7 +151,7 @@ class TrainConfig:
     checkpoint_interval: int = 50_000
     # agent steps between image reconstructions in TensorBoard; 0 = never
     image_log_interval: int = 25_000
-    # torch threads (0 = torch default)
+    # torch threads (0 = torch default), at most 1024
     threads: int = 0
 
 
@@ -153,7 +163,7 @@ class Config:
     env: str = ""
     # keyword overrides passed to envs.make (e.g. action_repeat, image_size)
     env_overrides: dict[str, Any] = field(default_factory=dict)
-    # random seed for torch, numpy and the env
+    # random seed for torch, numpy and the env, in [0, 2**32 - 1]
     seed: int = 0
     # auto | cpu | cuda
     device: str = "auto"
@@ -166,19 +176,40 @@ class Config:
     SOURCE_ONLY_SECTIONS: ClassVar[tuple[str, ...]] = ()
 
     def check(self) -> None:
-        """Range, choice and consistency checks; raises InputError naming the key and what is valid."""
+        """Range, choice and consistency checks; raises InputError naming the key and what is valid.
+        (Every float is already finite: ``_coerce`` refuses others.)"""
         check_fields(self, choices={"device": DEVICES, "agent.lagrangian": LAGRANGE_RULES,
                                     "agent.latent_input": LATENT_INPUTS},
                      positive=["model.feature_dim", "model.z1_dim", "model.z2_dim", "model.image_noise",
-                               "model.sequence_length", "model.batch_size", "model.lr", "agent.batch_size",
-                               "agent.lr", "train.steps", "train.buffer_size", "train.update_every",
+                               "model.sequence_length", "model.batch_size", "model.lr", "model.grad_clip_norm",
+                               "agent.batch_size", "agent.lr", "agent.init_alpha", "agent.grad_clip_norm",
+                               "train.steps", "train.buffer_size", "train.update_every",
                                "train.eval_episodes", "train.log_interval", "train.checkpoint_interval",
                                "train.eval_interval", "train.agent_updates_per_model_update"],
                      nonnegative=["train.initial_collection_steps", "train.initial_learning_steps",
                                   "train.updates_per_step", "agent.budget", "agent.init_lagrange",
-                                  "agent.lagrange_lr", "agent.init_alpha", "model.cost_loss_scale",
-                                  "model.cost_positive_weight", "train.image_log_interval", "train.threads"],
-                     unit=["agent.gamma", "agent.gamma_c", "agent.tau", "agent.cost_tau"])
+                                  "agent.lagrange_lr", "agent.pid_kp", "agent.pid_ki", "agent.pid_kd",
+                                  "model.cost_loss_scale", "model.cost_positive_weight",
+                                  "train.image_log_interval", "train.threads"],
+                     unit=["agent.gamma", "agent.tau", "agent.cost_tau"])
+        if not 0 <= self.seed <= SEED_MAX:
+            raise InputError(f"config key 'seed' must be an integer in [0, 2**32 - 1 = {SEED_MAX}], got {self.seed}")
+        if not 0 <= self.agent.gamma_c < 1:
+            raise InputError(f"config key 'agent.gamma_c' must be in [0, 1) (the cost critic's start value divides "
+                             f"by 1 - gamma_c), got {self.agent.gamma_c!r}")
+        for key in ("model.feature_dim", "model.z1_dim", "model.z2_dim"):
+            section, name = key.split(".")
+            if getattr(getattr(self, section), name) > MAX_DIM:
+                raise InputError(f"config key {key!r} must be in [1, {MAX_DIM}], got "
+                                 f"{getattr(getattr(self, section), name)}")
+        for section in ("model", "agent"):
+            hidden = getattr(self, section).hidden_units
+            if any(not 1 <= h <= MAX_DIM for h in hidden):
+                raise InputError(f"config key '{section}.hidden_units' must list layer sizes in [1, {MAX_DIM}] "
+                                 f"([] for no hidden layer), got {hidden}")
+        if self.train.threads > MAX_THREADS:
+            raise InputError(f"config key 'train.threads' must be in [0, {MAX_THREADS}] (0: torch's default), "
+                             f"got {self.train.threads}")
         if not 1 <= self.agent.sequence_transitions <= self.model.sequence_length:
             raise InputError(f"config key 'agent.sequence_transitions' must be in [1, model.sequence_length = "
                              f"{self.model.sequence_length}], got {self.agent.sequence_transitions}")
@@ -189,8 +220,12 @@ class Config:
                              f"train.agent_updates_per_model_update = {self.train.agent_updates_per_model_update} "
                              "updates: it needs at least one each")
         if self.train.buffer_size < self.model.sequence_length + 1:
-            raise InputError("config key 'train.buffer_size' must hold at least one sequence "
-                             f"({self.model.sequence_length + 1} frames)")
+            raise InputError(f"config key 'train.buffer_size' is {self.train.buffer_size} but must hold at least one "
+                             f"sequence of model.sequence_length + 1 = {self.model.sequence_length + 1} frames")
+        for key, value in _flatten(to_dict(self)).items():  # every int, of every section, fits in 64 bits
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+                raise InputError(f"config key {key!r} must be an integer within 64 bits (|x| <= 2**63 - 1), "
+                                 f"got {value}")
 
 
 def presets() -> list[str]:
@@ -228,7 +263,9 @@ def _apply(obj, data: dict, prefix: str):
 
 
 def _coerce(value, hint, path: str):
-    """Check/convert a value to the field's declared type, with a clear error."""
+    """Check/convert a value to the field's declared type, with a clear error. Floats must be finite and
+    within float32's range, bools true/false (or 1/0); lists and dicts are not strings. (Ints are
+    checked to fit in 64 bits by ``Config.check``, after the checks with narrower ranges.)"""
     origin, args = get_origin(hint), get_args(hint)
     if args and type(None) in args:  # Optional[X]
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
@@ -241,11 +278,11 @@ def _coerce(value, hint, path: str):
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError
                 return value.lower() in ("true", "1", "yes")
-            if not isinstance(value, (bool, int)):
+            if not isinstance(value, (bool, int)) or value not in (0, 1):
                 raise ValueError
             return bool(value)
         if hint is int:
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             if isinstance(value, str):
                 value = float(value) if any(c in value for c in ".eE") else int(value)
@@ -255,8 +292,14 @@ def _coerce(value, hint, path: str):
         if hint is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number) or abs(number) > FLOAT_MAX:
+                raise InputError(f"config key {path!r} must be a finite number (within float32's range, "
+                                 f"|x| <= 3.4e38), got {value!r}")
+            return number
         if hint is str:
+            if value is None or isinstance(value, (list, dict)):
+                raise ValueError
             return str(value)
         if origin is list:
             if isinstance(value, str):
@@ -270,7 +313,9 @@ def _coerce(value, hint, path: str):
             if not isinstance(value, dict):
                 raise ValueError
             return dict(value)
-    except (ValueError, TypeError, yaml.YAMLError):
+    except (ValueError, TypeError, OverflowError, yaml.YAMLError) as e:
+        if isinstance(e, InputError):
+            raise
         raise InputError(f"config key {path!r} expects {_type_name(hint)}, got {value!r}") from None
     return value
 
@@ -297,7 +342,11 @@ def split_set(item: str) -> tuple[str, str]:
 def _parse_set(item: str) -> dict:
     """'agent.lr=3e-4' -> {'agent': {'lr': 3e-4}} (value parsed as YAML)."""
     key, raw = split_set(item)
-    value = yaml.safe_load(raw) if raw else ""
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        raise InputError(f"--set {key}: the value {raw!r} is not valid YAML (e.g. 3e-4, true, [64, 64], "
+                         "null, or a quoted string)") from None
     if key.startswith("env_overrides."):
         return {"env_overrides": {key.split(".", 1)[1]: value}}
     out: dict = {}
@@ -310,13 +359,28 @@ def _parse_set(item: str) -> dict:
 
 
 def load_yaml(path: str | Path) -> dict:
+    """A config file's mapping of sections; InputError if it is missing, unreadable, not UTF-8 text,
+    not YAML, or its top level is not a mapping (an empty file is an empty mapping)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise InputError(f"config file {str(path)!r} cannot be read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"config file {str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                         f"{e.start}); a config is a YAML text file") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise InputError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        message = " ".join(str(e).split())  # one line
+        raise InputError(f"config file {str(path)!r} is not valid YAML: {message}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"config file {str(path)!r} must hold a mapping of sections and keys (e.g. "
+                         f"'model: {{lr: 3.0e-4}}'); its top level is of type {type(data).__name__}")
     return data
 
 
@@ -364,3 +428,119 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# ------------------------------------------------------------------------------------ memory
+def _mlp_parameters(in_dim: int, out_dim: int, hidden: list[int]) -> int:
+    """Parameters of ``slac.networks.mlp``: weights and biases of its linear layers."""
+    sizes = [in_dim, *hidden, out_dim]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+def network_parameters(cfg: Config, obs_shape: tuple[int, int, int], action_dim: int) -> dict[str, int]:
+    """Parameter counts of the networks ``slac.learner.build_learner`` builds, from the layer sizes in
+    ``slac/networks.py``, ``slac/latent.py`` and ``slac/agent.py`` (nothing is built): 'model' (the
+    latent model, all trained), 'agent' (actor, critics, alpha: trained) and 'agent_targets' (the
+    critics' Polyak copies: no gradient, no optimiser state)."""
+    channels, height, width = obs_shape
+    m, a = cfg.model, action_dim
+    latent = m.z1_dim + m.z2_dim
+    last = (height // 16) * (width // 16)  # the kernel of the encoder's last / decoder's first convolution
+    conv = lambda c_in, c_out, kernel: c_in * c_out * kernel + c_out  # weights + biases
+    encoder = (conv(channels, 32, 25) + conv(32, 64, 9) + conv(64, 128, 9) + conv(128, 256, 9)
+               + conv(256, m.feature_dim, last))
+    decoder = (conv(latent, 256, last) + conv(256, 128, 9) + conv(128, 64, 9) + conv(64, 32, 9)
+               + conv(32, channels, 25))
+    h = list(m.hidden_units)
+    heads = (_mlp_parameters(m.z1_dim, 2 * m.z2_dim, h)  # p(z2_0 | z1_0)
+             + _mlp_parameters(m.z2_dim + a, 2 * m.z1_dim, h)  # p(z1_{t+1} | z2_t, a_t)
+             + _mlp_parameters(latent + a, 2 * m.z2_dim, h)  # p(z2_{t+1} | z1_{t+1}, z2_t, a_t)
+             + _mlp_parameters(m.feature_dim, 2 * m.z1_dim, h)  # q(z1_0 | x_0)
+             + _mlp_parameters(m.feature_dim + m.z2_dim + a, 2 * m.z1_dim, h)  # q(z1_{t+1} | ...)
+             + _mlp_parameters(2 * latent + a, 2, h)  # reward (mean, std)
+             + _mlp_parameters(2 * latent + a, 1, h))  # cost logit
+    h = list(cfg.agent.hidden_units)
+    critics = 3 * _mlp_parameters(latent + a, 1, h)  # twin Q and Qc
+    return {"model": encoder + decoder + heads,
+            "agent": _mlp_parameters(latent, 2 * a, h) + critics + 1,  # actor, critics, log alpha
+            "agent_targets": critics}
+
+
+def memory_estimate(cfg: Config, obs_shape: tuple[int, int, int], action_dim: int) -> dict[str, int]:
+    """Bytes a training run allocates, by part: 'replay buffer' (exact: ``SequenceReplayBuffer.nbytes``),
+    'networks' (float32 parameters, and for the trained ones their gradients and two Adam moments:
+    exact), 'activations' (rough: what one model update keeps for its backward pass, the encoder's and
+    decoder's feature maps of model.batch_size x (sequence_length + 1) frames, and the agent update's
+    frames; within a factor of about 2)."""
+    channels, height, width = obs_shape
+    pixels = height * width
+    replay = cfg.train.buffer_size * (channels * pixels + 4 * (action_dim + 2) + 2)
+    params = network_parameters(cfg, obs_shape, action_dim)
+    networks = 4 * (4 * (params["model"] + params["agent"]) + params["agent_targets"])
+    frames = cfg.model.batch_size * (cfg.model.sequence_length + 1)
+    # per frame (float32): the encoder's maps (32, 64, 128, 256 channels at 1/2 .. 1/16 size: 15 HW) and the
+    # decoder's (15 HW + C HW), each kept twice (convolution output, activation output), plus the frame
+    # itself and the image loss's terms (~6 C HW)
+    model_update = frames * 4 * (60 * pixels + 8 * channels * pixels)
+    agent_frames = cfg.agent.batch_size * (cfg.model.sequence_length + 1)
+    agent_update = agent_frames * 4 * (16 * pixels + 2 * channels * pixels)  # encoded without gradients
+    return {"replay buffer": replay, "networks": networks, "activations": model_update + agent_update}
+
+
+# what drives each part of the estimate: the keys a message names
+MEMORY_KEYS = {"replay buffer": "train.buffer_size (or a smaller env_overrides.image_size)",
+               "networks": "model.feature_dim, model.z1_dim, model.z2_dim, model.hidden_units, agent.hidden_units",
+               "activations": "model.batch_size, agent.batch_size, model.sequence_length"}
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: /proc/meminfo's MemAvailable (else free physical pages from
+    os.sysconf), capped by a cgroup's memory limit less its usage; None where none can be read."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            return None
+    cgroups = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # v2
+               ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))  # v1
+    for limit, usage in cgroups:
+        try:
+            cap = int(Path(limit).read_text()) - int(Path(usage).read_text())
+        except (OSError, ValueError):  # no such cgroup, or "max": no limit
+            continue
+        available = min(available, max(cap, 0))
+    return available
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PiB"
+
+
+def check_memory(cfg: Config, obs_shape: tuple[int, int, int], action_dim: int, available: int | None = None) -> None:
+    """Raise InputError, before anything is allocated, if a run of ``cfg`` on observations ``obs_shape``
+    (C, H, W, uint8) and ``action_dim`` actions would need more memory than is available (``available``
+    bytes, default :func:`available_memory`; nothing is checked where that cannot be read). The estimate
+    is :func:`memory_estimate`'s sum, all counted against host memory (on a GPU the networks and
+    activations live in device memory instead: the check is then conservative by those parts). The
+    message gives the estimate by part, what is available, and the keys that drive the largest part."""
+    parts = memory_estimate(cfg, tuple(obs_shape), action_dim)
+    need = sum(parts.values())
+    available = available_memory() if available is None else available
+    if available is None or need <= available:
+        return
+    biggest = max(parts, key=parts.get)
+    detail = ", ".join(f"{name} {_size(b)}" for name, b in parts.items())
+    raise InputError(f"the run would need about {_size(need)} of memory ({detail}; observations "
+                     f"{'x'.join(map(str, obs_shape))} uint8, train.buffer_size={cfg.train.buffer_size}) but "
+                     f"{_size(available)} is available; lower {MEMORY_KEYS[biggest]}")

@@ -93,7 +93,9 @@ def check_writable(path: str | Path, what: str) -> None:
         raise InputError(f"{what} path {str(path)!r} is not writable")
 
 
-def parse_epsilons(text: str) -> list[float]:
+def parse_epsilons(text: str, upper: float | None = None, units: str = "") -> list[float]:
+    """The ε values of ``--epsilon-sweep E1,E2,...``: finite numbers >= 0 (and <= ``upper`` where given,
+    ``units`` saying why); InputError naming the bad value otherwise."""
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -101,4 +103,6 @@ def parse_epsilons(text: str) -> list[float]:
                          f"got {text!r}") from None
     if not values or any(v < 0 or not math.isfinite(v) for v in values):
         raise InputError(f"--epsilon-sweep needs one or more finite values >= 0, got {text!r}")
+    if upper is not None and max(values) > upper:
+        raise InputError(f"--epsilon-sweep values must be in [0, {upper:g}]{units}, got {text!r}")
     return values

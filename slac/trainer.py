@@ -33,7 +33,7 @@ from slac import checkpoint
 from slac.agent import AgentBatch, SafeSACAgent
 from slac.agent_inputs import CleanInputs, LearnerInputs
 from slac.buffer import SequenceReplayBuffer
-from slac.config import PHASES, Config, save_yaml, to_dict
+from slac.config import PHASES, Config, check_memory, save_yaml, to_dict
 from slac.errors import InputError
 from slac.evaluation import evaluate_policy
 from slac.latent import LatentModel, to_float
@@ -92,6 +92,7 @@ class Trainer:
         for state in (init_from, resume_from):
             if state is not None:
                 check_compatible(state, cfg, self.spec, cfg.env)
+        check_memory(cfg, tuple(self.spec["obs_shape"]), self.spec["action_dim"])  # before allocating any of it
         self.model, self.agent = build_learner(cfg, self.spec, self.device)
         self.inputs = inputs(cfg, self.model, self.agent)
         self.buffer = SequenceReplayBuffer(cfg.train.buffer_size, tuple(self.spec["obs_shape"]),
