@@ -111,7 +111,7 @@ def run(args: argparse.Namespace, out: Path) -> int:
     print(f"\ndemo done in {time.perf_counter() - began:.0f} s. Where things are:\n"
           f"  checkpoints:  {out / 'source' / 'checkpoints'}  and  {out / 'target' / 'checkpoints'}\n"
           f"  metrics:      {out / 'source' / 'metrics.jsonl'}, {out / 'target' / 'metrics.jsonl'} "
-          f"(target/lifetime_cost: cost paid while fine-tuning), {metrics}\n"
+          f"(train/lifetime_cost of the target run: the cost paid while fine-tuning), {metrics}\n"
           f"  tensorboard:  tensorboard --logdir {out}  (curves; the evaluation video under IMAGES)\n"
           f"  video:        {video}  (observation | model reconstruction | overview camera; red = cost)\n"
           f"With preset {args.preset!r} this shows that the workflow runs end to end, not that the agent "
