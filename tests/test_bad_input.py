@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 import evaluate
 from latent_adversary import ATTACKS
 from latent_adversary.config import RobustConfig
+from slac import checkpoint as slac_checkpoint
 from slac import config
 from slac.agent import SafeSACAgent
 from slac.buffer import SequenceReplayBuffer
@@ -359,3 +360,38 @@ def test_check_memory_refuses_what_cannot_fit():
         config.check_memory(wide, (3, 64, 64), 2, available=2**30)
     config.check_memory(config.resolve("smoke"), (3, 64, 64), 2, available=2**30)  # smoke: ~80 MiB
     assert config.available_memory() > 0
+
+
+# ------------------------------------------------------------------------------ damaged files
+@pytest.fixture(scope="module")
+def snapshot_files(checkpoint) -> tuple[bytes, bytes, dict]:
+    """The bytes of the smoke run's latest.pt and of its replay, and the run's env spec."""
+    state = slac_checkpoint.load(checkpoint)
+    ckpt = checkpoint / "checkpoints"
+    return (ckpt / "latest.pt").read_bytes(), (ckpt / state["replay_file"]).read_bytes(), state
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_damage_to_a_checkpoint_or_replay_loads_or_is_one_clear_error(data, snapshot_files, tmp_path_factory):
+    """Truncation at any byte, or any bytes overwritten: loading succeeds or raises InputError, nothing else."""
+    pt, npz, state = snapshot_files
+    which = data.draw(st.sampled_from(["checkpoint", "replay"]))
+    raw = bytearray(pt if which == "checkpoint" else npz)
+    if data.draw(st.booleans()):
+        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
+    else:
+        start = data.draw(st.integers(0, len(raw) - 1))
+        raw[start:start + 8] = data.draw(st.binary(min_size=1, max_size=8))
+    path = tmp_path_factory.mktemp("damaged") / ("latest.pt" if which == "checkpoint" else "replay.npz")
+    path.write_bytes(bytes(raw))
+    try:
+        if which == "checkpoint":
+            slac_checkpoint.load(path)
+        else:
+            spec, cfg = state["env_spec"], state["config"]
+            buffer = SequenceReplayBuffer(cfg["train"]["buffer_size"], tuple(spec["obs_shape"]), spec["action_dim"],
+                                          cfg["model"]["sequence_length"])
+            buffer.load_state_dict(slac_checkpoint.load_replay(path))
+    except InputError as e:
+        assert "\n" not in str(e) and str(path.name) in str(e) or "replay buffer" in str(e), str(e)
