@@ -1,0 +1,206 @@
+"""study.py / transfer/: bad inputs, the report's aggregates on a synthetic study, and a tiny study end to
+end on a local Ray, killed in the middle and continued."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import study
+from transfer import report
+from transfer.spec import check_spec
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "RAY_USAGE_STATS_ENABLED": "0"}
+
+BASE = {"preset": "smoke", "source_env": "toy-reach", "targets": ["toy-hazard-colour"], "methods": {"none": {}},
+        "seeds": [0], "source_steps": 100, "target_steps": 300, "scratch": {"enabled": True, "steps": 100},
+        "eval_episodes": 1}
+
+
+def write_spec(tmp_path: Path, name: str = "spec.yaml", **changes) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({**BASE, **changes}))
+    return path
+
+
+# ---------------------------------------------------------------- bad input: one error line, exit 2
+
+@pytest.mark.parametrize("changes, message", [
+    ({"targets": ["no-such-shift"]}, "unknown shift 'no-such-shift'"),
+    ({"targets": ["tilted-colours"]}, "starts from 'dmc-cartpole-tilted', not the spec's source_env 'toy-reach'"),
+    ({"methods": {"x": {"config": ["configs/no-such.yaml"]}}}, "unknown method config for method 'x'"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"methods": {"x": {"set": ["agent.nope=1"]}}}, "method 'x'"),
+])
+def test_bad_spec(tmp_path, capsys, changes, message):
+    code = study.main(["run", str(write_spec(tmp_path, **changes)), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_unwritable_out_and_unreachable_ray(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert study.main(["run", str(write_spec(tmp_path)), "--out", str(blocker / "out")]) == 2
+    assert "is not writable" in capsys.readouterr().err
+    start = time.monotonic()
+    code = study.main(["run", str(write_spec(tmp_path)), "--out", str(tmp_path / "o"), "--address", "127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Ray is unreachable at --address 127.0.0.1:9" in err and time.monotonic() - start < 10
+    assert not list((tmp_path / "o" / "source").glob("*")) if (tmp_path / "o").exists() else True
+
+
+def test_changed_spec_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "spec.yaml").write_text(yaml.safe_dump(check_spec({**BASE, "seeds": [0, 1]})))
+    assert study.main(["run", str(write_spec(tmp_path)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "different spec" in err and "seeds: [0, 1] -> [0]" in err
+
+
+def test_dry_run_lists_cells_and_estimate(tmp_path, capsys):
+    spec = write_spec(tmp_path, seeds=[0, 1], methods={"none": {}, "latent": {"config": ["configs/adv-latent.yaml"]}},
+                      attacks=[{"name": "latent-mc", "epsilons": [0, 0.5]}])
+    assert study.main(["run", str(spec), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "18 cells:" in text  # 4 source, 4 zero-shot, 4 fine-tune, 4 attack, 2 scratch
+    assert "finetune/latent/toy-hazard-colour/s1  after source/latent/s1" in text
+    assert "--attack latent-mc --epsilon-sweep 0,0.5" in text
+    assert "source       4 cells         400 agent steps" in text and "core-hours at 0.042 s" in text
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- report on a synthetic study
+
+def _metrics(path: Path, records: list[dict]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _eval(path: Path, ret: float, cost: float, vr: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"return": {"mean": ret}, "cost": {"mean": cost}, "violation_rate": vr}))
+
+
+def test_report_aggregates_by_hand(tmp_path):
+    spec = check_spec({**BASE, "seeds": [0, 1, 2], "target_steps": 200, "scratch": {"enabled": True, "steps": 300},
+                       "baseline_return": {"toy-hazard-colour": 0.0}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    t = "toy-hazard-colour"
+    ft_ret, sc_cost = [1.0, 2.0, 6.0], [4.0, 5.0, 9.0]
+    for i, s in enumerate([0, 1, 2]):
+        _eval(tmp_path / "zero_shot/none" / t / f"s{s}/zero_shot.json", -1.0 - s, 3.0, 1.0)
+        ft = tmp_path / "finetune/none" / t / f"s{s}"
+        # fine-tune: eval at 0 (zero-shot) unsafe, at 100 safe but return below the baseline (s0), at 200 safe
+        _metrics(ft, [{"step": 0, "eval/return": -1.0, "eval/cost": 5.0, "eval/budget": 1.25},
+                      {"step": 50, "train/lifetime_cost": 2.0 + s},
+                      {"step": 100, "train/lifetime_cost": 4.0 + s, "eval/return": float(s) - 0.5,
+                       "eval/cost": 1.0, "eval/budget": 1.25},
+                      {"step": 200, "train/lifetime_cost": 10.0 + s, "eval/return": 1.0, "eval/cost": 0.0,
+                       "eval/budget": 1.25}])
+        _eval(ft / "final_eval.json", ft_ret[i], 0.5 * s, 0.0)
+        sc = tmp_path / "scratch" / t / f"s{s}"
+        _metrics(sc, [{"step": 100, "train/lifetime_cost": 20.0},
+                      {"step": 200, "train/lifetime_cost": 30.0 + 3 * s},
+                      {"step": 300, "train/lifetime_cost": 90.0, "eval/return": 2.0, "eval/cost": 0.0,
+                       "eval/budget": 1.25}])
+        _eval(sc / "final_eval.json", 0.0, sc_cost[i], 1.0 if s == 2 else 0.0)
+    md, js, plots = report.write(tmp_path)
+    data = json.loads(js.read_text())["targets"][t]
+    row = data["methods"]["none"]
+    assert row["finetune_return"]["mean"] == pytest.approx(3.0)
+    assert row["finetune_return"]["std"] == pytest.approx(np.std(ft_ret, ddof=1))
+    lo, hi = row["finetune_return"]["ci95"]
+    # bootstrap of the mean over seeds: within the values' range, around the mean
+    assert 1.0 <= lo < 3.0 < hi <= 6.0
+    means = np.random.default_rng(0).integers(0, 3, size=(report.BOOTSTRAP, 3))
+    means = np.asarray(ft_ret)[means].mean(axis=1)
+    assert [lo, hi] == pytest.approx([np.percentile(means, 2.5), np.percentile(means, 97.5)])
+    assert row["zero_shot_return"]["mean"] == pytest.approx(-2.0)
+    assert data["scratch"]["final_cost"]["mean"] == pytest.approx(6.0)
+    assert data["scratch"]["final_violation_rate"]["mean"] == pytest.approx(1 / 3)
+    # common target step: min(200, 300) = 200; fine-tune 10, 11, 12; scratch 30, 33, 36
+    assert row["common_target_step"] == 200
+    assert row["finetune_lifetime_cost"]["mean"] == pytest.approx(11.0)
+    assert row["scratch_lifetime_cost"]["mean"] == pytest.approx(33.0)
+    assert row["lifetime_cost_ratio"] == pytest.approx(1 / 3)
+    # first safe step with return > 0: s0 at 200 (return -0.5 at 100), s1, s2 at 100; scratch at 300
+    assert row["first_safe_step"] == {"0": 200, "1": 100, "2": 100}
+    assert data["scratch"]["first_safe_step"] == {"0": 300, "1": 300, "2": 300}
+    text = md.read_text()
+    assert "3 ± 2.65" in text and "| none | 200 | 11 ±" in text and "0.333 |" in text
+    assert all(Path(p).stat().st_size > 1000 for p in plots) and len(plots) == 2
+    # one seed: no interval
+    assert report.aggregate([2.0])["ci95"] is None and "n/a" in report._cell(report.aggregate([2.0]))
+
+
+# ---------------------------------------------------------------- end to end on local Ray, killed and continued
+
+def _snapshot(paths: list[Path]) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths}
+
+
+def test_study_end_to_end_killed_and_continued(tmp_path):
+    spec, out = write_spec(tmp_path), tmp_path / "study"
+    cmd = [sys.executable, str(REPO / "study.py"), "run", str(spec), "--out", str(out), "--max-parallel", "1"]
+    t = "toy-hazard-colour"
+    src, zs, ft = out / "source/none/s0", out / f"zero_shot/none/{t}/s0", out / f"finetune/none/{t}/s0"
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400  # generous: a loaded machine is slow; a quiet one takes ~40 s
+        # kill once the source and zero-shot cells are done and the fine-tune run has a checkpoint
+        while not ((src / "done.json").exists() and (zs / "done.json").exists()
+                   and (ft / "checkpoints/latest.pt").exists()):
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "the study did not get to the fine-tune cell"
+            time.sleep(0.1)
+        proc.kill()
+        proc.wait()
+        assert not (ft / "done.json").exists()
+        first_line = (ft / "metrics.jsonl").read_text().splitlines()[0]
+        finished = [src / "done.json", src / "metrics.jsonl", src / "checkpoints/latest.pt", zs / "done.json",
+                    zs / "zero_shot.json"]
+        before = _snapshot(finished)
+        status = subprocess.run([sys.executable, str(REPO / "study.py"), "status", str(out)], cwd=REPO, env=ENV,
+                                capture_output=True, text=True)
+        assert status.returncode == 0 and "source" in status.stdout, status.stderr
+
+        again = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "2 done, 2 to run" in again.stdout, again.stdout
+        assert _snapshot(finished) == before  # finished cells were not run again
+        done = json.loads((ft / "done.json").read_text())
+        assert done["resumed_from_step"] >= 100 and "--resume" in done["commands"][0]["argv"]
+        assert (ft / "metrics.jsonl").read_text().splitlines()[0] == first_line  # continued, not restarted
+        records = report.read_metrics(ft / "metrics.jsonl")
+        assert records[-1]["step"] == 300 and (ft / "final_eval.json").exists()
+        assert (out / f"scratch/{t}/s0/final_eval.json").exists()
+
+        status = subprocess.run([sys.executable, str(REPO / "study.py"), "status", str(out)], cwd=REPO, env=ENV,
+                                capture_output=True, text=True)
+        assert "total          4        0        0       0" in status.stdout, status.stdout
+        rep = subprocess.run([sys.executable, str(REPO / "study.py"), "report", str(out)], cwd=REPO, env=ENV,
+                             capture_output=True, text=True)
+        assert rep.returncode == 0, rep.stderr
+        text = (out / "report.md").read_text()
+        assert "none: fine-tuned (final)" in text and "scratch (final)" in text and "n/a" in text
+        data = json.loads((out / "report.json").read_text())
+        assert data["targets"][t]["methods"]["none"]["common_target_step"] == 100
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # anything of the killed study still alive (its own group)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,141 @@
+"""Run one study cell: its train.py / evaluate.py subprocesses, and its done / failed markers.
+
+Standard library only: Ray sends this module to its workers by value. The file system is the state:
+``done.json`` (commands, exit codes, wall times) in the cell's folder marks it finished; a training
+stage whose run directory holds ``checkpoints/latest.pt`` continues with ``train.py --resume``; a
+failure writes ``failed.json`` with the last line of the command's stderr (the next ``run`` retries).
+While a cell runs its task holds a flock on ``STUDY/.running/<cell>.lock`` (how ``status`` sees it).
+The subprocesses get SIGTERM if the worker running them dies (Linux): train.py then saves a
+checkpoint and exits, so a killed study leaves resumable runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+DONE, FAILED = "done.json", "failed.json"
+LOCK_WAIT_S = 300  # an earlier study's train.py may still be saving its checkpoint after a kill
+
+
+def safe_id(cell_id: str) -> str:
+    return cell_id.replace("/", "__")
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _wait_unlocked(run_dir: Path, timeout: float = LOCK_WAIT_S) -> None:
+    """Wait until no process holds the run directory's lock (slac/rundir.py)."""
+    lock = run_dir / ".lock"
+    if not lock.exists():
+        return
+    deadline = time.monotonic() + timeout
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    return  # train.py will report who holds it
+                time.sleep(0.5)
+    finally:
+        os.close(fd)
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the run's latest snapshot (its replay_<step>.npz), None without one."""
+    if not (run_dir / "checkpoints" / "latest.pt").exists():
+        return None
+    steps = [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("replay_*.npz")
+             if p.stem.split("_")[1].isdigit()]
+    return max(steps) if steps else 0
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _run(argv: list[str], cwd: str, log: Path) -> tuple[int, float, str]:
+    env = dict(os.environ)
+    env.setdefault("MUJOCO_GL", "egl")
+    env["PYTHONUNBUFFERED"] = "1"
+    start = time.monotonic()
+    with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, env=env, preexec_fn=_die_with_parent)
+        code = proc.wait()
+    return code, time.monotonic() - start, _last_line(log.with_suffix(".err"))
+
+
+def execute(task: dict, *deps: dict) -> dict:
+    """Run ``task`` (grid.Cell.as_task) unless it is done; ``deps`` are the results of the cells it waits
+    for (Ray passes them once those finish). Returns {id, ok, ...}; never raises for a failed command."""
+    cell_dir, study = Path(task["dir"]), Path(task["study_dir"])
+    result = {"id": task["id"], "arm": task["arm"], "ok": False}
+    for d in deps:
+        if d is not None and not d.get("ok"):
+            return {**result, "skipped": True, "error": f"waits for {d['id']}, which did not finish"}
+    if (cell_dir / DONE).exists():
+        return {**result, "ok": True, "skipped": True}
+    (study / ".running").mkdir(parents=True, exist_ok=True)
+    (study / "logs").mkdir(parents=True, exist_ok=True)
+    running = os.open(study / ".running" / f"{safe_id(task['id'])}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(running, fcntl.LOCK_EX)  # released when this process ends, however it ends
+    os.ftruncate(running, 0)
+    os.pwrite(running, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+    try:
+        commands, start, resumed_from = [], time.monotonic(), None
+        for i, stage in enumerate(task["stages"]):
+            log = study / "logs" / f"{safe_id(task['id'])}.{i}-{stage['kind']}.log"
+            if stage["kind"] == "train":
+                run_dir = Path(stage["run_dir"])
+                _wait_unlocked(run_dir)
+                (run_dir / FAILED).unlink(missing_ok=True)  # a fresh run needs a folder with only run files
+                step = _checkpoint_step(run_dir)
+                argv = stage["new"] if step is None else stage["resume"]
+                if step is not None:
+                    resumed_from = step
+            else:
+                cell_dir.mkdir(parents=True, exist_ok=True)
+                (cell_dir / FAILED).unlink(missing_ok=True)
+                argv = stage["argv"]
+            code, wall, last = _run(argv, task["cwd"], log)
+            commands.append({"argv": argv, "exit_code": code, "wall_s": round(wall, 3), "log": str(log)})
+            if code != 0:
+                failure = {"id": task["id"], "command": argv, "exit_code": code, "wall_s": round(wall, 3),
+                           "last_error": last or f"exit code {code} (no stderr)", "log": str(log.with_suffix(".err")),
+                           "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+                cell_dir.mkdir(parents=True, exist_ok=True)
+                write_json(cell_dir / FAILED, failure)
+                return {**result, "error": failure["last_error"], "wall_s": time.monotonic() - start}
+        done = {"id": task["id"], "arm": task["arm"], "commands": commands, "exit_code": 0,
+                "wall_s": round(time.monotonic() - start, 3), "resumed_from_step": resumed_from,
+                "host": socket.gethostname(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_json(cell_dir / DONE, done)
+        return {**result, "ok": True, "wall_s": done["wall_s"]}
+    finally:
+        os.close(running)

@@ -1,0 +1,146 @@
+"""The cells of a study: what each one runs, where, and what it waits for; and a compute estimate.
+
+Layout under the study's --out DIR (every training cell is a normal train.py run directory):
+
+    DIR/spec.yaml                              the spec the study runs (a changed spec is refused)
+    DIR/source/METHOD/sSEED/                   train.py --phase source --env SOURCE
+    DIR/zero_shot/METHOD/TARGET/sSEED/         evaluate.py of the source run in the target: zero_shot.json
+    DIR/finetune/METHOD/TARGET/sSEED/          train.py --phase target, then final_eval.json
+    DIR/scratch/TARGET/sSEED/                  train.py --phase source --env <target env>, then final_eval.json
+    DIR/attack/METHOD/ATTACK/sSEED/            evaluate.py --attack --epsilon-sweep: sweep.json
+    DIR/logs/<cell>.<stage>.{out,err}          each command's output
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transfer.spec import REPO
+
+ARMS = ("source", "zero_shot", "finetune", "scratch", "attack")
+# seconds per agent step of a training run on one quiet core, by preset (None: not measured)
+STEP_SECONDS = {"cpu-small": 0.229,   # docs/results.md: ~2.6 h per 20k-step run with native bf16
+                "smoke": 0.042,       # measured: toy-reach, 400 vs 100 steps (23.2 s vs 10.7 s), busy 2-core machine
+                "paper": None}
+
+
+@dataclass
+class Cell:
+    id: str                 # e.g. "finetune/none/toy-hazard-colour/s0"
+    arm: str
+    dir: Path               # the cell's folder (for training cells: the run directory)
+    stages: list[dict]      # what it runs, in order (transfer.cell)
+    deps: list[str] = field(default_factory=list)
+    steps: int = 0          # agent steps it trains
+    episodes: int = 0       # evaluation episodes it runs
+    method: str | None = None
+    target: str | None = None
+    seed: int | None = None
+
+    def as_task(self, study_dir: Path) -> dict:
+        return {"id": self.id, "arm": self.arm, "dir": str(self.dir), "stages": self.stages,
+                "study_dir": str(study_dir), "cwd": str(REPO)}
+
+
+def _train(python: str, args: list[str], run_dir: Path) -> dict:
+    return {"kind": "train", "run_dir": str(run_dir),
+            "new": [python, str(REPO / "train.py"), *args, "--out", str(run_dir), "--no-progress", "--overwrite"],
+            "resume": [python, str(REPO / "train.py"), "--resume", str(run_dir), "--no-progress"]}
+
+
+def _eval(python: str, args: list[str], out: Path, name: str) -> dict:
+    return {"kind": "eval", "name": name, "out": str(out),
+            "argv": [python, str(REPO / "evaluate.py"), *args, "--out", str(out)]}
+
+
+def _config_args(spec: dict, method: dict | None) -> list[str]:
+    args = ["--preset", spec["preset"]] if spec.get("preset") else []
+    files = spec["config"] + (method["config"] if method else [])
+    sets = spec["set"] + (method["set"] if method else [])
+    for f in files:
+        args += ["--config", f]
+    if sets:
+        args += ["--set", *sets]
+    return args
+
+
+def build(spec: dict, out: Path, python: str) -> list[Cell]:
+    """All cells in dependency order (a cell comes after the cells it waits for)."""
+    import envs
+
+    out = Path(out).resolve()
+    cells: list[Cell] = []
+    episodes = spec["eval_episodes"]
+    ev = ["--episodes", str(episodes), "--seed", str(spec["eval_seed"])]
+    for method, m in spec["methods"].items():
+        for seed in spec["seeds"]:
+            d = out / "source" / method / f"s{seed}"
+            args = ["--phase", "source", "--env", spec["source_env"], *_config_args(spec, m),
+                    "--seed", str(seed), "--steps", str(spec["source_steps"])]
+            cells.append(Cell(f"source/{method}/s{seed}", "source", d, [_train(python, args, d)], [],
+                              spec["source_steps"], 0, method, None, seed))
+    for method in spec["methods"]:
+        for seed in spec["seeds"]:
+            src = out / "source" / method / f"s{seed}"
+            dep = [f"source/{method}/s{seed}"]
+            for t in spec["targets"]:
+                d = out / "zero_shot" / method / t / f"s{seed}"
+                cells.append(Cell(f"zero_shot/{method}/{t}/s{seed}", "zero_shot", d,
+                                  [_eval(python, ["--checkpoint", str(src), "--shift", t, "--side", "target", *ev],
+                                         d / "zero_shot.json", "zero_shot")], dep, 0, episodes, method, t, seed))
+                d = out / "finetune" / method / t / f"s{seed}"
+                # the config comes from the source checkpoint (its adversary section resets): only --steps here
+                args = ["--phase", "target", "--shift", t, "--checkpoint", str(src),
+                        "--steps", str(spec["target_steps"])]
+                cells.append(Cell(f"finetune/{method}/{t}/s{seed}", "finetune", d,
+                                  [_train(python, args, d),
+                                   _eval(python, ["--checkpoint", str(d), "--shift", t, "--side", "target", *ev],
+                                         d / "final_eval.json", "final_eval")],
+                                  dep, spec["target_steps"], episodes, method, t, seed))
+            for a in spec["attacks"]:
+                d = out / "attack" / method / a["name"] / f"s{seed}"
+                eps = ",".join(f"{e:g}" for e in a["epsilons"])
+                args = ["--checkpoint", str(src), "--attack", a["name"], "--epsilon-sweep", eps,
+                        "--attack-steps", str(a["steps"]), *ev]
+                cells.append(Cell(f"attack/{method}/{a['name']}/s{seed}", "attack", d,
+                                  [_eval(python, args, d / "sweep.json", "sweep")], dep, 0,
+                                  episodes * len(a["epsilons"]), method, None, seed))
+    if spec["scratch"]["enabled"]:
+        steps = spec["scratch"]["steps"]
+        for t in spec["targets"]:
+            target_env = envs.SHIFTS[t].target
+            for seed in spec["seeds"]:
+                d = out / "scratch" / t / f"s{seed}"
+                args = ["--phase", "source", "--env", target_env, *_config_args(spec, None),
+                        "--seed", str(seed), "--steps", str(steps)]
+                cells.append(Cell(f"scratch/{t}/s{seed}", "scratch", d,
+                                  [_train(python, args, d),
+                                   _eval(python, ["--checkpoint", str(d), "--env", target_env, *ev],
+                                         d / "final_eval.json", "final_eval")],
+                                  [], steps, episodes, None, t, seed))
+    return cells
+
+
+def estimate(spec: dict, cells: list[Cell]) -> str:
+    """Agent steps per arm and core-hours at the preset's measured step time."""
+    per = spec.get("preset")
+    step_s = STEP_SECONDS.get(per) if per else None
+    lines = ["compute estimate (training agent steps; evaluation episodes and start-up not counted in core-hours):"]
+    total = 0
+    for arm in ARMS:
+        mine = [c for c in cells if c.arm == arm]
+        if not mine:
+            continue
+        steps = sum(c.steps for c in mine)
+        eps = sum(c.episodes for c in mine)
+        total += steps
+        hours = f"{steps * step_s / 3600:.3g} core-h" if step_s is not None else "core-h unknown"
+        lines.append(f"  {arm:<10} {len(mine):>3} cells  {steps:>10,} agent steps  {eps:>5} eval episodes  {hours}")
+    if step_s is None:
+        lines.append(f"  total {total:,} agent steps; no measured step time for preset {per!r}: core-hours unknown")
+    else:
+        lines.append(f"  total {total:,} agent steps = {total * step_s / 3600:.3g} core-hours at {step_s} s per "
+                     f"agent step (preset {per}, one quiet core; extra config overlays such as adversarial "
+                     "training make steps slower)")
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""The study report, from the small files only (spec.yaml, metrics.jsonl, evaluation JSON).
+
+Per target and method, over seeds: mean, std (ddof 1) and a 95 % interval of the mean by bootstrap
+over seeds (10,000 resamples of the seeds with replacement, percentile interval, fixed RNG; "n/a" with
+one seed) of: scratch final return / cost, zero-shot return / cost, fine-tuned final return / cost,
+their violation rates, the lifetime target cost (``train/lifetime_cost``) of fine-tuning and of
+scratch at their common target step, and the ratio fine-tune / scratch (of the seed means); the first
+target step at which a run's training evaluation met the budget (``eval/cost <= eval/budget``, and
+``eval/return`` above the spec's do-nothing baseline where it gives one). Plots: lifetime target cost
+and evaluation return against target steps, per method, with scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+BOOTSTRAP = 10_000
+
+
+def read_metrics(path: Path) -> list[dict]:
+    from slac.logger import read_metrics as read
+
+    return read(path) if path.exists() else []
+
+
+def bootstrap_ci(values: list[float], resamples: int = BOOTSTRAP, seed: int = 0) -> list[float] | None:
+    if len(values) < 2:
+        return None
+    v = np.asarray(values, float)
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(resamples, len(v)))
+    means = v[idx].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def aggregate(values: list[float | None]) -> dict:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return {"n": 0, "mean": None, "std": None, "ci95": None, "values": []}
+    return {"n": len(vals), "mean": float(np.mean(vals)),
+            "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+            "ci95": bootstrap_ci(vals), "values": vals}
+
+
+def _eval_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def lifetime_at(records: list[dict], step: int) -> float | None:
+    """train/lifetime_cost of the last record at or before ``step``."""
+    value = None
+    for r in records:
+        if r["step"] <= step and "train/lifetime_cost" in r:
+            value = r["train/lifetime_cost"]
+    return value
+
+
+def first_safe_step(records: list[dict], baseline: float | None) -> int | None:
+    for r in records:
+        if "eval/cost" in r and "eval/budget" in r and r["eval/cost"] <= r["eval/budget"] and \
+                (baseline is None or r["eval/return"] > baseline):
+            return int(r["step"])
+    return None
+
+
+def _curve(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], r[key]) for r in records if key in r and isinstance(r[key], (int, float))]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def collect(study: Path) -> dict:
+    """Everything the report shows, as a JSON-able dict."""
+    study = Path(study)
+    spec = yaml.safe_load((study / "spec.yaml").read_text())
+    seeds = spec["seeds"]
+    out = {"study": str(study), "spec": spec, "interval": "95 % bootstrap over seeds (percentile, "
+           f"{BOOTSTRAP} resamples); null with one seed", "targets": {}}
+    for t in spec["targets"]:
+        baseline = spec.get("baseline_return", {}).get(t)
+        scratch_runs = {s: study / "scratch" / t / f"s{s}" for s in seeds} if spec["scratch"]["enabled"] else {}
+        scratch_metrics = {s: read_metrics(d / "metrics.jsonl") for s, d in scratch_runs.items()}
+        scratch_eval = {s: _eval_json(d / "final_eval.json") for s, d in scratch_runs.items()}
+        tgt = {"baseline_return": baseline, "methods": {}, "scratch": None}
+        if scratch_runs:
+            tgt["scratch"] = {
+                "final_return": aggregate([e and e["return"]["mean"] for e in scratch_eval.values()]),
+                "final_cost": aggregate([e and e["cost"]["mean"] for e in scratch_eval.values()]),
+                "final_violation_rate": aggregate([e and e["violation_rate"] for e in scratch_eval.values()]),
+                "first_safe_step": {s: first_safe_step(m, baseline) for s, m in scratch_metrics.items()},
+                "curves": {s: {"lifetime_cost": _curve(m, "train/lifetime_cost"), "return": _curve(m, "eval/return")}
+                           for s, m in scratch_metrics.items()}}
+        for method in spec["methods"]:
+            zs = {s: _eval_json(study / "zero_shot" / method / t / f"s{s}" / "zero_shot.json") for s in seeds}
+            ft_dirs = {s: study / "finetune" / method / t / f"s{s}" for s in seeds}
+            ft_eval = {s: _eval_json(d / "final_eval.json") for s, d in ft_dirs.items()}
+            ft_metrics = {s: read_metrics(d / "metrics.jsonl") for s, d in ft_dirs.items()}
+            row = {
+                "zero_shot_return": aggregate([e and e["return"]["mean"] for e in zs.values()]),
+                "zero_shot_cost": aggregate([e and e["cost"]["mean"] for e in zs.values()]),
+                "zero_shot_violation_rate": aggregate([e and e["violation_rate"] for e in zs.values()]),
+                "finetune_return": aggregate([e and e["return"]["mean"] for e in ft_eval.values()]),
+                "finetune_cost": aggregate([e and e["cost"]["mean"] for e in ft_eval.values()]),
+                "finetune_violation_rate": aggregate([e and e["violation_rate"] for e in ft_eval.values()]),
+                "first_safe_step": {s: first_safe_step(m, baseline) for s, m in ft_metrics.items()},
+                "curves": {s: {"lifetime_cost": _curve(m, "train/lifetime_cost"), "return": _curve(m, "eval/return")}
+                           for s, m in ft_metrics.items()},
+            }
+            if scratch_runs:
+                last = [m[-1]["step"] for m in list(ft_metrics.values()) + list(scratch_metrics.values()) if m]
+                common = min(last) if last else None
+                row["common_target_step"] = common
+                if common is not None:
+                    ft_l = aggregate([lifetime_at(m, common) for m in ft_metrics.values() if m])
+                    sc_l = aggregate([lifetime_at(m, common) for m in scratch_metrics.values() if m])
+                    row["finetune_lifetime_cost"], row["scratch_lifetime_cost"] = ft_l, sc_l
+                    row["lifetime_cost_ratio"] = (ft_l["mean"] / sc_l["mean"]) if ft_l["mean"] is not None and \
+                        sc_l["mean"] not in (None, 0) else None
+            tgt["methods"][method] = row
+        out["targets"][t] = tgt
+    return out
+
+
+def _cell(a: dict | None, digits: int = 3) -> str:
+    if not a or a["n"] == 0:
+        return "–"
+    ci = f"[{a['ci95'][0]:.{digits}g}, {a['ci95'][1]:.{digits}g}]" if a["ci95"] else "n/a"
+    std = f"{a['std']:.{digits}g}" if a["std"] is not None else "n/a"
+    return f"{a['mean']:.{digits}g} ± {std} {ci} (n={a['n']})"
+
+
+def _steps(d: dict) -> str:
+    return ", ".join(f"s{s}: {v if v is not None else 'never'}" for s, v in d.items())
+
+
+def markdown(data: dict, plots: list[str]) -> str:
+    spec = data["spec"]
+    lines = [f"# Transfer study report: {Path(data['study']).name}", "",
+             f"Source env `{spec['source_env']}`, preset `{spec.get('preset')}`, seeds {spec['seeds']}, "
+             f"{spec['source_steps']} source steps, {spec['target_steps']} fine-tuning steps"
+             + (f", scratch {spec['scratch']['steps']} steps" if spec["scratch"]["enabled"] else ", no scratch arm")
+             + f", {spec['eval_episodes']} evaluation episodes per final / zero-shot evaluation.", "",
+             f"Cells: mean ± std (ddof 1) [95 % interval: {data['interval']}] (n = seeds with the file).", ""]
+    for t, tgt in data["targets"].items():
+        lines += [f"## Target `{t}`", ""]
+        if tgt["baseline_return"] is not None:
+            lines += [f"Do-nothing baseline return: {tgt['baseline_return']:g}.", ""]
+        lines += ["| arm | return | cost | violation rate |", "| --- | --- | --- | --- |"]
+        if tgt["scratch"]:
+            s = tgt["scratch"]
+            lines.append(f"| scratch (final) | {_cell(s['final_return'])} | {_cell(s['final_cost'])} | "
+                         f"{_cell(s['final_violation_rate'])} |")
+        for m, r in tgt["methods"].items():
+            lines.append(f"| {m}: zero-shot | {_cell(r['zero_shot_return'])} | {_cell(r['zero_shot_cost'])} | "
+                         f"{_cell(r['zero_shot_violation_rate'])} |")
+            lines.append(f"| {m}: fine-tuned (final) | {_cell(r['finetune_return'])} | {_cell(r['finetune_cost'])} | "
+                         f"{_cell(r['finetune_violation_rate'])} |")
+        if tgt["scratch"]:
+            lines += ["", "Lifetime target cost (`train/lifetime_cost`, exploration included) at the common target "
+                      "step of fine-tuning and scratch:", "",
+                      "| method | common step | fine-tune | scratch | ratio fine-tune / scratch |",
+                      "| --- | --- | --- | --- | --- |"]
+            for m, r in tgt["methods"].items():
+                ratio = f"{r['lifetime_cost_ratio']:.3g}" if r.get("lifetime_cost_ratio") is not None else "–"
+                lines.append(f"| {m} | {r.get('common_target_step')} | {_cell(r.get('finetune_lifetime_cost'))} | "
+                             f"{_cell(r.get('scratch_lifetime_cost'))} | {ratio} |")
+        lines += ["", "First target step whose training evaluation met the budget (eval/cost <= eval/budget"
+                  + (", return above the baseline" if tgt["baseline_return"] is not None else "")
+                  + "; fine-tune step 0 is the zero-shot evaluation):", ""]
+        for m, r in tgt["methods"].items():
+            lines.append(f"- {m} fine-tune: {_steps(r['first_safe_step'])}")
+        if tgt["scratch"]:
+            lines.append(f"- scratch: {_steps(tgt['scratch']['first_safe_step'])}")
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def plot(data: dict, study: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for t, tgt in data["targets"].items():
+        for key, ylabel, name in (("lifetime_cost", "cumulative target cost (train/lifetime_cost)", "cost"),
+                                  ("return", "evaluation return (eval/return)", "return")):
+            fig, ax = plt.subplots(figsize=(6, 4))
+            arms = [(f"fine-tune {m}", r["curves"]) for m, r in tgt["methods"].items()]
+            if tgt["scratch"]:
+                arms.append(("scratch", tgt["scratch"]["curves"]))
+            for i, (label, curves) in enumerate(arms):
+                color = f"C{i}"
+                for j, (x, y) in enumerate(c[key] for c in curves.values()):
+                    if x:
+                        ax.plot(x, y, color=color, alpha=0.8, marker="." if len(x) < 30 else None,
+                                label=label if j == 0 else None)
+            ax.set_xlabel("target steps")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{t}: one line per seed")
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            path = study / f"{t}_{name}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            paths.append(str(path))
+    return paths
+
+
+def write(study: str | Path) -> tuple[Path, Path, list[str]]:
+    study = Path(study)
+    data = collect(study)
+    plots = plot(data, study)
+    md = study / "report.md"
+    md.write_text(markdown(data, plots))
+    js = study / "report.json"
+    js.write_text(json.dumps({**data, "plots": plots}, indent=1))
+    return md, js, plots

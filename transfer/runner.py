@@ -1,0 +1,255 @@
+"""Schedule a study's cells on Ray, resumably; and the status of a study folder.
+
+``run``: checks everything first (spec, --out, Ray at --address), stores the spec as DIR/spec.yaml
+(a different spec for the same DIR is refused, naming what changed), then submits each unfinished cell
+as a Ray task (``num_cpus=1``) running ``transfer.cell.execute``; a cell that waits for a source run
+gets that run's ObjectRef as an argument. ``--max-parallel N`` keeps at most N cells in flight.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from transfer import cell as cellmod
+from transfer import grid
+from transfer.spec import StudyError, diff
+
+SPEC = "spec.yaml"
+
+
+def cell_state(c: grid.Cell, study: Path) -> str:
+    if (c.dir / cellmod.DONE).exists():
+        return "done"
+    lock = study / ".running" / f"{cellmod.safe_id(c.id)}.lock"
+    if lock.exists():
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            return "running"
+        finally:
+            os.close(fd)
+    if (c.dir / cellmod.FAILED).exists():
+        return "failed"
+    return "pending"
+
+
+def check_out(out: Path) -> None:
+    """--out must be creatable and writable (checked with a probe file)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise StudyError(f"--out {str(out)!r} is not writable: {e.strerror or e}") from None
+
+
+def check_spec_unchanged(out: Path, spec: dict) -> bool:
+    """True if DIR/spec.yaml exists (and equals ``spec``); a different one is an error."""
+    path = out / SPEC
+    if not path.exists():
+        return False
+    old = yaml.safe_load(path.read_text())
+    if old != spec:
+        changes = diff(old, spec)
+        raise StudyError(f"{str(out)!r} holds a study with a different spec ({path}); changed: "
+                         + "; ".join(changes[:10]) + ". Use a new --out, or restore the spec")
+    return True
+
+
+def check_address(address: str | None) -> None:
+    """A HOST:PORT must accept a connection before Ray is asked (ray.init would wait a long time)."""
+    if address is None or address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise StudyError(f"--address must be auto or HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise StudyError(f"Ray is unreachable at --address {address}: {e.strerror or e} (start it with "
+                         "`ray start --head`)") from None
+
+
+def init_ray(address: str | None):
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray 2.60 turns on token auth and keeps the token in ~/.ray/auth_token; a driver joining a cluster
+    # (`ray start --head`) must use token auth too, set before ray is imported (Ray reads the token itself)
+    if address is not None and "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
+    import ray
+
+    try:
+        if address is None:
+            ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=100 * 1024**2,
+                     configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise StudyError(f"cannot connect to Ray at --address {address}: {str(e).splitlines()[0]}") from None
+    return ray
+
+
+def describe(cells: list[grid.Cell], study: Path) -> str:
+    lines = [f"{len(cells)} cells:"]
+    for c in cells:
+        state = cell_state(c, study) if study.exists() else "pending"
+        wait = f"  after {', '.join(c.deps)}" if c.deps else ""
+        lines.append(f"  [{state:<7}] {c.id}{wait}")
+        for s in c.stages:
+            argv = s["new"] if s["kind"] == "train" else s["argv"]
+            lines.append("      " + " ".join(Path(a).name if i == 0 else a for i, a in enumerate(argv)))
+    return "\n".join(lines)
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | None = None,
+        dry_run: bool = False, python: str = sys.executable, echo=print) -> int:
+    out = Path(out).resolve()
+    if max_parallel is not None and max_parallel < 1:
+        raise StudyError(f"--max-parallel must be >= 1, got {max_parallel}")
+    cells = grid.build(spec, out, python)
+    if dry_run:
+        echo(describe(cells, out))
+        echo(grid.estimate(spec, cells))
+        return 0
+    check_out(out)
+    existed = check_spec_unchanged(out, spec)
+    check_address(address)
+    by_id = {c.id: c for c in cells}
+    todo = [c for c in cells if cell_state(c, out) != "done"]
+    already = len(cells) - len(todo)
+    running_elsewhere = [c.id for c in todo if cell_state(c, out) == "running"]
+    if running_elsewhere:
+        raise StudyError(f"{len(running_elsewhere)} cell(s) of {out} are running in another study process "
+                         f"(e.g. {running_elsewhere[0]}); wait for it or stop it first")
+    if not existed:
+        (out / SPEC).write_text(yaml.safe_dump(spec, sort_keys=True))
+    echo(f"study {out}: {len(cells)} cells, {already} done, {len(todo)} to run")
+    if not todo:
+        return 0
+    ray = init_ray(address)
+    try:
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(cellmod)  # workers need no import path to this repository
+        task = ray.remote(num_cpus=1, max_retries=0)(cellmod.execute)
+        slots = int(ray.cluster_resources().get("CPU", 1))
+        limit = min(max_parallel or 10**9, max(slots, 1))
+        echo(f"ray: {slots} CPU(s) in the cluster; up to {limit} cells at a time")
+        refs: dict[str, object] = {}  # submitted this session
+        results: dict[str, dict] = {}
+        in_flight: dict[object, str] = {}
+        started: dict[str, float] = {}
+        walls: dict[str, list[float]] = {}
+        pending = list(todo)
+        failed = 0
+        t0 = time.monotonic()
+
+        def dep_ok(dep: str) -> bool | None:
+            """True: done; False: failed; None: not yet known."""
+            if dep in results:
+                return results[dep]["ok"]
+            if dep not in refs:
+                return cell_state(by_id[dep], out) == "done" or None
+            return None
+
+        while pending or in_flight:
+            progressed = True
+            while progressed and len(in_flight) < (max_parallel or 10**9):
+                progressed = False
+                for c in list(pending):
+                    states = [dep_ok(d) for d in c.deps]
+                    if False in states:  # a dependency failed: not this session
+                        pending.remove(c)
+                        results[c.id] = {"id": c.id, "ok": False, "skipped": True}
+                        progressed = True
+                        continue
+                    # without --max-parallel, Ray holds a cell until its source's ObjectRef resolves
+                    waiting_ok = max_parallel is None and all(
+                        s or d in refs for s, d in zip(states, c.deps, strict=True))
+                    if all(states) or waiting_ok:
+                        args = [refs[d] for d in c.deps if d in refs]
+                        ref = task.remote(c.as_task(out), *args)
+                        refs[c.id], in_flight[ref] = ref, c.id
+                        started[c.id] = time.monotonic()
+                        pending.remove(c)
+                        progressed = True
+                        break
+            if not in_flight:
+                break
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            cid = in_flight.pop(ready[0])
+            try:
+                res = ray.get(ready[0])
+            except Exception as e:  # the worker died
+                res = {"id": cid, "ok": False, "error": f"Ray task failed: {str(e).splitlines()[0]}"}
+            results[cid] = res
+            c = by_id[cid]
+            if res.get("ok") and not res.get("skipped"):
+                walls.setdefault(c.arm, []).append(res.get("wall_s", time.monotonic() - started[cid]))
+            if not res.get("ok") and not res.get("skipped"):
+                failed += 1
+            done = already + sum(1 for r in results.values() if r.get("ok"))
+            left = [x for x in todo if x.id not in results]
+            mean_all = [w for ws in walls.values() for w in ws]
+            if mean_all:
+                guess = sum((sum(walls[x.arm]) / len(walls[x.arm])) if x.arm in walls else
+                            sum(mean_all) / len(mean_all) for x in left)
+                eta = f"ETA {_fmt(guess / limit)}"
+            else:
+                eta = "ETA unknown"
+            what = "done" if res.get("ok") else ("skipped" if res.get("skipped") else "FAILED")
+            detail = f": {res['error']}" if res.get("error") else ""
+            active = sum(cell_state(by_id[i], out) == "running" for i in in_flight.values())
+            echo(f"[{done}/{len(cells)} done, {active} running, {len(in_flight) - active} queued, {failed} failed, "
+                 f"{_fmt(time.monotonic() - t0)}"
+                 f" elapsed, {eta}] {what} {cid}{detail}")
+        not_done = [c for c in cells if cell_state(c, out) != "done"]
+        echo(f"finished: {len(cells) - len(not_done)}/{len(cells)} cells done"
+             + (f"; {len(not_done)} not done (failed or waiting for a failed cell): `study.py status {out}`, "
+                "then `study.py run` again retries them" if not_done else ""))
+        return 0 if not not_done else 1
+    finally:
+        ray.shutdown()
+
+
+def status(out: Path) -> str:
+    from transfer.spec import check_spec
+
+    out = Path(out).resolve()
+    if not (out / SPEC).exists():
+        raise StudyError(f"{str(out)!r} holds no study (no {SPEC}); start one with study.py run SPEC --out DIR")
+    spec = check_spec(yaml.safe_load((out / SPEC).read_text()))
+    cells = grid.build(spec, out, sys.executable)
+    counts: dict[str, dict[str, int]] = {}
+    failures = []
+    for c in cells:
+        s = cell_state(c, out)
+        counts.setdefault(c.arm, {"done": 0, "running": 0, "pending": 0, "failed": 0})[s] += 1
+        if s == "failed":
+            f = json.loads((c.dir / cellmod.FAILED).read_text())
+            failures.append(f"  {c.id}: exit {f['exit_code']}: {f['last_error']}  (log: {f['log']})")
+    lines = [f"study {out}", f"  {'arm':<10} {'done':>5} {'running':>8} {'pending':>8} {'failed':>7}"]
+    for arm, n in counts.items():
+        lines.append(f"  {arm:<10} {n['done']:>5} {n['running']:>8} {n['pending']:>8} {n['failed']:>7}")
+    total = {k: sum(n[k] for n in counts.values()) for k in ("done", "running", "pending", "failed")}
+    lines.append(f"  {'total':<10} {total['done']:>5} {total['running']:>8} {total['pending']:>8} {total['failed']:>7}")
+    if failures:
+        lines += ["failed cells (last stderr line):", *failures]
+    return "\n".join(lines)

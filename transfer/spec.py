@@ -1,0 +1,200 @@
+"""A study spec: what to run, read from YAML and checked before anything starts.
+
+    preset: smoke                  # shared by every cell (plus optional config: [FILES], set: [K=V])
+    source_env: toy-reach
+    targets: [toy-hazard-colour]   # shift names whose source is source_env
+    methods:                       # named source-training variants: a config overlay and/or --set list
+      none: {}
+      latent: {config: [configs/adv-latent.yaml]}
+    seeds: [0, 1]
+    source_steps: 200
+    target_steps: 200              # fine-tuning steps in each target
+    scratch: {enabled: true, steps: 200}   # train from scratch in the target env (steps: target_steps)
+    eval_episodes: 2               # zero-shot and final evaluations (evaluate.py --episodes)
+    eval_seed: 0
+    baseline_return: {toy-hazard-colour: 0.0}   # optional: a do-nothing return per target
+    attacks: [{name: latent-mc, epsilons: [0, 0.5], steps: 3}]   # optional: on the final source checkpoints
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+KEYS = {"preset", "config", "set", "source_env", "targets", "methods", "seeds", "source_steps", "target_steps",
+        "scratch", "eval_episodes", "eval_seed", "baseline_return", "attacks", "name", "description"}
+METHOD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class StudyError(ValueError):
+    """Bad study input: printed as ``error: ...`` and exit status 2, before anything starts."""
+
+
+def resolve_path(path: str, base: Path | None = None) -> Path:
+    """A config file: as given (relative to the current directory), else relative to the spec's folder,
+    else to the repository root."""
+    for root in (Path.cwd(), base, REPO):
+        if root is None:
+            continue
+        p = (root / path) if not Path(path).is_absolute() else Path(path)
+        if p.is_file():
+            return p.resolve()
+    raise StudyError(f"config file {path!r} not found (looked in the current directory"
+                     f"{', ' + str(base) if base else ''} and {REPO})")
+
+
+def _int(spec: dict, key: str, minimum: int, default=None) -> int:
+    value = spec.get(key, default)
+    if value is None:
+        raise StudyError(f"spec: {key} is required")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise StudyError(f"spec: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _list_of_str(value, what: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise StudyError(f"spec: {what} must be a string or a list of strings, got {value!r}")
+    return list(value)
+
+
+def load_spec(path: str | Path) -> dict:
+    """Read and check a spec file; returns the normalised spec (config paths made absolute)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"spec file {str(path)!r} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise StudyError(f"spec file {str(path)!r} is not valid YAML: {e}") from None
+    return check_spec(raw, base=path.resolve().parent)
+
+
+def check_spec(raw, base: Path | None = None) -> dict:
+    """Every check that needs no Ray: names, shifts, methods' configs (resolved as train.py would)."""
+    import envs
+    from slac import config
+    from slac.errors import InputError
+
+    if not isinstance(raw, dict):
+        raise StudyError("spec: the file must hold a mapping (preset:, source_env:, targets:, methods:, ...)")
+    extra = sorted(set(raw) - KEYS)
+    if extra:
+        raise StudyError(f"spec: unknown key(s) {', '.join(extra)}; valid: {', '.join(sorted(KEYS))}")
+    spec = copy.deepcopy(raw)
+    preset = spec.get("preset")
+    if preset is not None and preset not in config.presets():
+        raise StudyError(f"spec: unknown preset {preset!r}; valid: {', '.join(config.presets())}")
+    spec["config"] = [str(resolve_path(f, base)) for f in _list_of_str(spec.get("config"), "config")]
+    spec["set"] = _list_of_str(spec.get("set"), "set")
+
+    source = spec.get("source_env")
+    if source not in envs.names():
+        raise StudyError(f"spec: unknown source_env {source!r}; valid: {', '.join(sorted(envs.names()))}")
+    targets = _list_of_str(spec.get("targets"), "targets")
+    if not targets:
+        raise StudyError("spec: targets is empty; give at least one shift name (python -m envs --list)")
+    for t in targets:
+        if t not in envs.SHIFTS:
+            raise StudyError(f"spec: unknown shift {t!r} in targets; valid: {', '.join(sorted(envs.SHIFTS))}")
+        if envs.SHIFTS[t].source != source:
+            mine = sorted(n for n, s in envs.SHIFTS.items() if s.source == source)
+            raise StudyError(f"spec: shift {t!r} starts from {envs.SHIFTS[t].source!r}, not the spec's source_env "
+                             f"{source!r}; shifts from {source!r}: {', '.join(mine) or 'none'}")
+    if len(set(targets)) != len(targets):
+        raise StudyError(f"spec: targets lists a shift twice: {targets}")
+    spec["targets"] = targets
+
+    methods = spec.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise StudyError("spec: methods must be a non-empty mapping, e.g. {none: {}, latent: {config: "
+                         "[configs/adv-latent.yaml]}}")
+    norm = {}
+    for name, m in methods.items():
+        if not isinstance(name, str) or not name or set(name) - METHOD_NAME_CHARS:
+            raise StudyError(f"spec: method name {name!r} must be letters, digits, '-', '_' or '.'")
+        m = m or {}
+        if isinstance(m, str):  # a bare config path
+            m = {"config": [m]}
+        if not isinstance(m, dict) or set(m) - {"config", "set"}:
+            raise StudyError(f"spec: method {name!r} must be a mapping with config: [FILES] and/or set: [K=V]")
+        try:
+            files = [str(resolve_path(f, base)) for f in _list_of_str(m.get("config"), f"methods.{name}.config")]
+        except StudyError as e:
+            raise StudyError(f"spec: unknown method config for method {name!r}: {e}") from None
+        norm[name] = {"config": files, "set": _list_of_str(m.get("set"), f"methods.{name}.set")}
+    spec["methods"] = norm
+
+    seeds = spec.get("seeds")
+    if not isinstance(seeds, list) or not seeds:
+        raise StudyError("spec: seeds must be a non-empty list of integers, e.g. [0, 1]")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise StudyError(f"spec: seeds must be distinct integers in [0, 2**32), got {seeds!r}")
+    spec["source_steps"] = _int(spec, "source_steps", 1)
+    spec["target_steps"] = _int(spec, "target_steps", 1)
+    scratch = spec.get("scratch", {"enabled": True})
+    if isinstance(scratch, bool):
+        scratch = {"enabled": scratch}
+    if not isinstance(scratch, dict) or set(scratch) - {"enabled", "steps"}:
+        raise StudyError("spec: scratch must be true/false or {enabled: BOOL, steps: N}")
+    scratch = {"enabled": bool(scratch.get("enabled", True)),
+               "steps": _int(scratch, "steps", 1, default=spec["target_steps"])}
+    spec["scratch"] = scratch
+    spec["eval_episodes"] = _int(spec, "eval_episodes", 1, default=10)
+    spec["eval_seed"] = _int(spec, "eval_seed", 0, default=0)
+
+    baseline = spec.get("baseline_return") or {}
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        baseline = {t: float(baseline) for t in targets}
+    if not isinstance(baseline, dict) or set(baseline) - set(targets) or \
+            not all(isinstance(v, (int, float)) and math.isfinite(v) for v in baseline.values()):
+        raise StudyError(f"spec: baseline_return must be a number or {{target shift: number}} for shifts in "
+                         f"targets, got {spec.get('baseline_return')!r}")
+    spec["baseline_return"] = {k: float(v) for k, v in baseline.items()}
+
+    from latent_adversary import ATTACKS
+    from latent_adversary.config import RobustConfig
+    attacks = spec.get("attacks") or []
+    if not isinstance(attacks, list):
+        raise StudyError("spec: attacks must be a list of {name: ATTACK, epsilons: [E, ...], steps: K}")
+    norm_attacks = []
+    for a in attacks:
+        if not isinstance(a, dict) or a.get("name") not in ATTACKS or set(a) - {"name", "epsilons", "steps"}:
+            raise StudyError(f"spec: attack {a!r}: give {{name: one of {', '.join(ATTACKS)}, epsilons: [E, ...]}}")
+        eps = a.get("epsilons")
+        if not isinstance(eps, list) or not eps or not all(isinstance(e, (int, float)) and e >= 0 for e in eps):
+            raise StudyError(f"spec: attack {a['name']!r}: epsilons must be a non-empty list of numbers >= 0")
+        norm_attacks.append({"name": a["name"], "epsilons": [float(e) for e in eps], "steps": _int(a, "steps", 1, 3)})
+    if len({a["name"] for a in norm_attacks}) != len(norm_attacks):
+        raise StudyError("spec: attacks names an attack twice")
+    spec["attacks"] = norm_attacks
+
+    # every method's config resolves as train.py would resolve it (unknown keys, bad values)
+    for name, m in norm.items():
+        try:
+            config.resolve(preset, spec["config"] + m["config"], spec["set"] + m["set"] + [f"env={source}"],
+                           cls=RobustConfig)
+        except InputError as e:
+            raise StudyError(f"spec: method {name!r}: {e}") from None
+    return spec
+
+
+def diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """What changed between two normalised specs, one line per key."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return lines
