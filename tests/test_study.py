@@ -146,6 +146,26 @@ def test_report_aggregates_by_hand(tmp_path):
     assert report.aggregate([2.0])["ci95"] is None and "n/a" in report._cell(report.aggregate([2.0]))
 
 
+def test_report_attack_sweeps_by_hand(tmp_path):
+    """Per method and attack: each ε's return and cost averaged over the seeds' evaluate.py sweeps."""
+    spec = check_spec({**BASE, "seeds": [0, 1], "scratch": {"enabled": False},
+                       "attacks": [{"name": "latent-mc", "epsilons": [0, 0.5]}]})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    for s, (clean, attacked) in enumerate([((10.0, 1.0), (6.0, 3.0)), ((20.0, 3.0), (4.0, 9.0))]):
+        sweep = [{"epsilon": e, "return": {"mean": r}, "cost": {"mean": c}}
+                 for e, (r, c) in ((0.0, clean), (0.5, attacked))]
+        path = tmp_path / "attack/none/latent-mc" / f"s{s}/sweep.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"sweep": sweep}))
+    md, js, plots = report.write(tmp_path)
+    rows = json.loads(js.read_text())["attacks"]["none"]["latent-mc"]
+    assert [r["epsilon"] for r in rows] == [0, 0.5]
+    assert rows[0]["return"]["mean"] == pytest.approx(15.0) and rows[0]["cost"]["mean"] == pytest.approx(2.0)
+    assert rows[1]["return"]["mean"] == pytest.approx(5.0) and rows[1]["cost"]["mean"] == pytest.approx(6.0)
+    assert "| none | latent-mc | 0.5 | 5 ±" in md.read_text()
+    assert any(Path(p).name == "attack_latent-mc.png" and Path(p).stat().st_size > 1000 for p in plots)
+
+
 # ---------------------------------------------------------------- end to end on local Ray, killed and continued
 
 def _snapshot(paths: list[Path]) -> dict:

@@ -124,6 +124,24 @@ def collect(study: Path) -> dict:
                         sc_l["mean"] not in (None, 0) else None
             tgt["methods"][method] = row
         out["targets"][t] = tgt
+    out["attacks"] = collect_attacks(study, spec)
+    return out
+
+
+def collect_attacks(study: Path, spec: dict) -> dict:
+    """Per method and attack: return and cost of the final source checkpoints at each ε, over seeds
+    (each seed's ``evaluate.py --epsilon-sweep`` JSON: {"sweep": [one metrics dict per ε]})."""
+    out: dict = {}
+    for method in spec["methods"]:
+        for a in spec.get("attacks") or []:
+            sweeps = [_eval_json(study / "attack" / method / a["name"] / f"s{s}" / "sweep.json") for s in spec["seeds"]]
+            rows = []
+            for eps in a["epsilons"]:
+                at = [next((row for row in sw["sweep"] if row["epsilon"] == eps), None) if sw else None
+                      for sw in sweeps]
+                rows.append({"epsilon": eps, "return": aggregate([x and x["return"]["mean"] for x in at]),
+                             "cost": aggregate([x and x["cost"]["mean"] for x in at])})
+            out.setdefault(method, {})[a["name"]] = rows
     return out
 
 
@@ -178,6 +196,14 @@ def markdown(data: dict, plots: list[str]) -> str:
         if tgt["scratch"]:
             lines.append(f"- scratch: {_steps(tgt['scratch']['first_safe_step'])}")
         lines.append("")
+    if data.get("attacks"):
+        lines += ["## Test-time attacks on the final source checkpoints (in the source env)", "",
+                  "| method | attack | ε | return | cost |", "| --- | --- | --- | --- | --- |"]
+        for m, attacks in data["attacks"].items():
+            for name, rows in attacks.items():
+                lines += [f"| {m} | {name} | {row['epsilon']:g} | {_cell(row['return'])} | {_cell(row['cost'])} |"
+                          for row in rows]
+        lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     return "\n".join(lines)
@@ -206,12 +232,31 @@ def plot(data: dict, study: Path) -> list[str]:
             ax.set_xlabel("target steps")
             ax.set_ylabel(ylabel)
             ax.set_title(f"{t}: one line per seed")
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
             fig.tight_layout()
             path = study / f"{t}_{name}.png"
             fig.savefig(path, dpi=100)
             plt.close(fig)
             paths.append(str(path))
+    attack_names = sorted({name for attacks in data.get("attacks", {}).values() for name in attacks})
+    for name in attack_names:  # return and cost against ε, one line per method (mean over seeds)
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for i, (m, attacks) in enumerate(data["attacks"].items()):
+            rows = [row for row in attacks.get(name, []) if row["return"]["mean"] is not None]
+            for ax, key in zip(axes, ("return", "cost"), strict=True):
+                ax.plot([row["epsilon"] for row in rows], [row[key]["mean"] for row in rows], marker="o",
+                        color=f"C{i}", label=m)
+        for ax, key in zip(axes, ("return", "cost"), strict=True):
+            ax.set_xlabel("ε")
+            ax.set_ylabel(f"episode {key} (mean over seeds)")
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{name} on the final source checkpoints")
+        fig.tight_layout()
+        path = study / f"attack_{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(str(path))
     return paths
 
 
