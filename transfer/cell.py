@@ -35,9 +35,17 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _die_with_parent() -> None:
+def _prepare_child() -> None:
+    """In the cell's child process: die with its parent, and undo Ray's worker niceness."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    # Ray starts its workers at nice 15; a cell inherits that and, next to any process at nice 0, gets
+    # a few per cent of a core (a smoke run measured 396 s instead of 17.5 s beside two training runs).
+    # Back to nice 0 where allowed (root, or CAP_SYS_NICE); elsewhere the cell keeps Ray's niceness.
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
     except OSError:
         pass
 
@@ -86,7 +94,7 @@ def _run(argv: list[str], cwd: str, log: Path) -> tuple[int, float, str]:
     env["PYTHONUNBUFFERED"] = "1"
     start = time.monotonic()
     with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, env=env, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, env=env, preexec_fn=_prepare_child)
         code = proc.wait()
     return code, time.monotonic() - start, _last_line(log.with_suffix(".err"))
 
