@@ -1,26 +1,15 @@
 """The benchmarks' own logic: learner_throughput's pairing statistics and interleaving on made-up
 timings, and preset_step_time's main on the smoke preset in toy-reach (CPU, seconds)."""
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+from script_modules import load_script
 
 
 def load(name: str):
-    """The module of benchmarks/``name``.py (imported once, as ``benchmarks_<name>``)."""
-    key = f"benchmarks_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+    return load_script("benchmarks", name)
 
 
 def test_paired_stats_by_hand():

@@ -5,7 +5,6 @@ written for), with 40-step episodes to keep the tests short (CPU, seconds each).
 """
 
 import copy
-import importlib.util
 import json
 import math
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from script_modules import load_script
 
 from latent_adversary.run import make_evaluator
 from slac import evaluation
@@ -28,14 +28,7 @@ EPISODE_STEPS = 40  # the smoke checkpoint's time limit (agent steps)
 
 
 def load(name: str):
-    """The module of experiments/``name``.py (imported once, as ``experiments_<name>``)."""
-    key = f"experiments_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, EXPERIMENTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+    return load_script("experiments", name)
 
 
 def run_main(module, argv: list[str], monkeypatch) -> None:
