@@ -172,53 +172,83 @@ def _snapshot(paths: list[Path]) -> dict:
     return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths}
 
 
+def test_eta_counts_the_longest_chain_and_the_slots():
+    from transfer.grid import Cell
+    from transfer.runner import eta_seconds
+
+    src = Cell("source/a/s0", "source", Path("x"), [])
+    ft = Cell("finetune/a/t/s0", "finetune", Path("x"), [], deps=["source/a/s0"])
+    other = Cell("source/b/s0", "source", Path("x"), [])
+    walls = {"source": [90.0, 110.0], "finetune": [50.0]}
+    assert eta_seconds([src], {}, 2, {}) is None
+    # one slot: all the work in a row; 8 slots: the chain source -> fine-tune (100 + 50)
+    assert eta_seconds([src, ft, other], walls, 1, {}) == pytest.approx(250.0)
+    assert eta_seconds([src, ft, other], walls, 8, {}) == pytest.approx(150.0)
+    assert eta_seconds([src, ft, other], walls, 8, {"source/a/s0": 30.0}) == pytest.approx(120.0)
+    assert eta_seconds([Cell("attack/a/x/s0", "attack", Path("x"), [])], walls, 1, {}) == pytest.approx(250 / 3)
+
+
+def _done_cells(out: Path) -> list[Path]:
+    return sorted(p.parent for p in out.rglob("done.json"))
+
+
 def test_study_end_to_end_killed_and_continued(tmp_path):
-    spec, out = write_spec(tmp_path), tmp_path / "study"
-    cmd = [sys.executable, str(REPO / "study.py"), "run", str(spec), "--out", str(out), "--max-parallel", "1"]
+    """The smoke study's shape (2 methods x 2 seeds x 1 target, scratch on), shorter runs: 14 cells."""
+    spec = write_spec(tmp_path, methods={"none": {}, "latent": {"config": ["configs/adv-latent.yaml"]}},
+                      seeds=[0, 1])
+    out = tmp_path / "study"
+    cmd = [sys.executable, str(REPO / "study.py"), "run", str(spec), "--out", str(out), "--max-parallel", "2"]
     t = "toy-hazard-colour"
-    src, zs, ft = out / "source/none/s0", out / f"zero_shot/none/{t}/s0", out / f"finetune/none/{t}/s0"
+    finetunes = [out / f"finetune/{m}/{t}/s{s}" for m in ("none", "latent") for s in (0, 1)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 400  # generous: a loaded machine is slow; a quiet one takes ~40 s
-        # kill once the source and zero-shot cells are done and the fine-tune run has a checkpoint
-        while not ((src / "done.json").exists() and (zs / "done.json").exists()
-                   and (ft / "checkpoints/latest.pt").exists()):
+        deadline = time.monotonic() + 600  # generous: a loaded machine is slow; a quiet one takes ~1 min
+        # kill once a fine-tune run has a checkpoint and is not finished
+        while not (cut := [f for f in finetunes if (f / "checkpoints/latest.pt").exists()
+                           and not (f / "done.json").exists()]):
             assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "the study did not get to the fine-tune cell"
-            time.sleep(0.1)
+            assert time.monotonic() < deadline, "the study did not get to a fine-tune cell"
+            time.sleep(0.05)
         proc.kill()
         proc.wait()
+        ft = cut[0]
         assert not (ft / "done.json").exists()
         first_line = (ft / "metrics.jsonl").read_text().splitlines()[0]
-        finished = [src / "done.json", src / "metrics.jsonl", src / "checkpoints/latest.pt", zs / "done.json",
-                    zs / "zero_shot.json"]
-        before = _snapshot(finished)
+        finished = _done_cells(out)
+        assert out / "source/none/s0" in finished or out / "source/latent/s0" in finished
+        before = _snapshot([p for d in finished for p in d.rglob("*") if p.is_file()])
         status = subprocess.run([sys.executable, str(REPO / "study.py"), "status", str(out)], cwd=REPO, env=ENV,
                                 capture_output=True, text=True)
         assert status.returncode == 0 and "source" in status.stdout, status.stderr
 
-        again = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+        again = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
         assert again.returncode == 0, again.stdout + again.stderr
-        assert "2 done, 2 to run" in again.stdout, again.stdout
-        assert _snapshot(finished) == before  # finished cells were not run again
+        assert f"14 cells, {len(finished)} done, {14 - len(finished)} to run" in again.stdout, again.stdout
+        assert _snapshot(list(before)) == before  # finished cells were not run again
         done = json.loads((ft / "done.json").read_text())
         assert done["resumed_from_step"] >= 100 and "--resume" in done["commands"][0]["argv"]
         assert (ft / "metrics.jsonl").read_text().splitlines()[0] == first_line  # continued, not restarted
-        records = report.read_metrics(ft / "metrics.jsonl")
-        assert records[-1]["step"] == 300 and (ft / "final_eval.json").exists()
-        assert (out / f"scratch/{t}/s0/final_eval.json").exists()
+        assert len(_done_cells(out)) == 14
+        for f in finetunes:
+            assert report.read_metrics(f / "metrics.jsonl")[-1]["step"] == 300 and (f / "final_eval.json").exists()
+        for s in (0, 1):
+            assert (out / f"scratch/{t}/s{s}/final_eval.json").exists()
 
         status = subprocess.run([sys.executable, str(REPO / "study.py"), "status", str(out)], cwd=REPO, env=ENV,
                                 capture_output=True, text=True)
-        assert "total          4        0        0       0" in status.stdout, status.stdout
+        assert "total         14        0        0       0" in status.stdout, status.stdout
         rep = subprocess.run([sys.executable, str(REPO / "study.py"), "report", str(out)], cwd=REPO, env=ENV,
                              capture_output=True, text=True)
         assert rep.returncode == 0, rep.stderr
         text = (out / "report.md").read_text()
-        assert "none: fine-tuned (final)" in text and "scratch (final)" in text and "n/a" in text
+        assert "none: fine-tuned (final)" in text and "latent: fine-tuned (final)" in text
+        assert "scratch (final)" in text
         data = json.loads((out / "report.json").read_text())
-        assert data["targets"][t]["methods"]["none"]["common_target_step"] == 100
+        for m in ("none", "latent"):
+            assert data["targets"][t]["methods"][m]["common_target_step"] == 100
+            assert data["targets"][t]["methods"][m]["zero_shot_return"]["n"] == 2  # both seeds aggregated
+            assert data["targets"][t]["methods"][m]["finetune_lifetime_cost"]["n"] == 2
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # anything of the killed study still alive (its own group)

@@ -118,6 +118,28 @@ def _fmt(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def eta_seconds(left: list[grid.Cell], walls: dict[str, list[float]], slots: int,
+                running_for: dict[str, float]) -> float | None:
+    """Seconds until the cells in ``left`` are done: the larger of their work spread over ``slots``
+    and their longest chain of dependencies (a fine-tune waits for its source), each cell taking the
+    mean wall time of the finished cells of its arm (of all arms where its arm has none yet), less
+    the time it has been running. None before any cell has finished."""
+    every = [w for ws in walls.values() for w in ws]
+    if not every:
+        return None
+    left_ids = {c.id for c in left}
+
+    def remaining(c: grid.Cell) -> float:
+        ws = walls.get(c.arm, every)
+        return max(sum(ws) / len(ws) - running_for.get(c.id, 0.0), 0.0)
+
+    finish: dict[str, float] = {}
+    for c in left:  # the grid lists every cell after the cells it depends on
+        finish[c.id] = remaining(c) + max((finish[d] for d in c.deps if d in left_ids), default=0.0)
+    total = sum(remaining(c) for c in left)
+    return max(total / max(slots, 1), max(finish.values(), default=0.0))
+
+
 def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | None = None,
         dry_run: bool = False, python: str = sys.executable, echo=print) -> int:
     out = Path(out).resolve()
@@ -207,13 +229,9 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
                 failed += 1
             done = already + sum(1 for r in results.values() if r.get("ok"))
             left = [x for x in todo if x.id not in results]
-            mean_all = [w for ws in walls.values() for w in ws]
-            if mean_all:
-                guess = sum((sum(walls[x.arm]) / len(walls[x.arm])) if x.arm in walls else
-                            sum(mean_all) / len(mean_all) for x in left)
-                eta = f"ETA {_fmt(guess / limit)}"
-            else:
-                eta = "ETA unknown"
+            guess = eta_seconds(left, walls, limit, {cid: time.monotonic() - started[cid]
+                                                      for cid in in_flight.values()})
+            eta = "ETA unknown" if guess is None else f"ETA {_fmt(guess)}"
             what = "done" if res.get("ok") else ("skipped" if res.get("skipped") else "FAILED")
             detail = f": {res['error']}" if res.get("error") else ""
             active = sum(cell_state(by_id[i], out) == "running" for i in in_flight.values())
