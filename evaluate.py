@@ -3,11 +3,20 @@
     python evaluate.py --checkpoint RUN_DIR_OR_FILE [--env NAME | --shift NAME --side source|target]
                        [--episodes N] [--seed N] [--stochastic] [--workers N]
                        [--attack NAME --epsilon E [--attack-steps K] | --epsilon-sweep 0,0.01,...]
+                       [--env-sweep KEY=V1,V2,...]
                        [--video PATH.mp4] [--video-episodes K] [--tensorboard DIR] [--out metrics.json]
                        [--plot PATH.png] [--device auto|cpu|cuda] [--threads N]
-    python evaluate.py --compare RUN_A RUN_B ... [same options, without --video/--tensorboard]
+    python evaluate.py --compare RUN_A RUN_B ... [same options, without --video/--tensorboard/sweeps]
 
 Without --env/--shift the checkpoint's own training env is used (with --compare: the first one's).
+
+--env-sweep KEY=V1,V2,... (a robustness curve) evaluates at each value of one numeric env parameter
+(e.g. pole_mass=0.1,0.2,0.4), set on top of the env's own parameters and the checkpoint config's
+env_overrides, with the same episode seeds at each value (and --attack NAME --epsilon E at each, if
+given). It prints a table and the robust range: the widest run of adjacent swept values (in sorted
+order) whose mean cost is <= the budget, as lowest and highest value and width = highest - lowest (0
+for one value; none if no value keeps within the budget). --out writes it all as JSON; --plot (default:
+env_sweep_KEY.png beside --out, else here) return and cost against the value.
 """
 
 from __future__ import annotations
@@ -63,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attack-steps", type=int, default=evaluation.DEFAULT_ATTACK_STEPS,
                    help="projected gradient steps of the attack (1 = FGSM)")
     p.add_argument("--epsilon-sweep", metavar="E1,E2,...", help="evaluate --attack at each ε: table and PNG")
+    p.add_argument("--env-sweep", metavar="KEY=V1,V2,...", help="evaluate at each value of one numeric env "
+                   "parameter (e.g. pole_mass=0.1,0.2,0.4): table, robust range, JSON and PNG")
     p.add_argument("--video", metavar="PATH.mp4", help="write the first --video-episodes episodes as an mp4 "
                    "(the path must end in .mp4)")
     p.add_argument("--video-episodes", type=int, default=1)
@@ -71,7 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overview-size", type=int, default=256, help="height of the video's panels in pixels")
     p.add_argument("--out", metavar="metrics.json", help="write the metrics as JSON")
     p.add_argument("--plot", metavar="PATH.png", help="--epsilon-sweep plot (default: beside --out, "
-                   "else epsilon_sweep_<attack>.png here)")
+                   "else epsilon_sweep_<attack>.png here); --env-sweep plot (default: env_sweep_<key>.png "
+                   "beside --out, else here)")
     return p.parse_args(argv)
 
 
@@ -103,10 +115,11 @@ def check(args: argparse.Namespace) -> None:
         raise InputError(f"--attack-steps must be >= 1, got {args.attack_steps}")
     if args.compare and args.epsilon_sweep is not None:
         raise InputError("--compare and --epsilon-sweep do not combine; sweep one checkpoint at a time")
+    check_env_sweep_flags(args)
     for flag in ("video", "tensorboard"):
-        if getattr(args, flag) and (args.compare or args.epsilon_sweep is not None):
-            raise InputError(f"--{flag} records one evaluation; it does not combine with --compare or "
-                             "--epsilon-sweep")
+        if getattr(args, flag) and (args.compare or args.epsilon_sweep is not None or args.env_sweep is not None):
+            raise InputError(f"--{flag} records one evaluation; it does not combine with --compare, "
+                             "--epsilon-sweep or --env-sweep")
     if not 0 <= args.threads <= MAX_THREADS:
         raise InputError(f"--threads must be in [0, {MAX_THREADS}] (0: torch's default), got {args.threads}")
     if args.video_episodes < 1:
@@ -120,6 +133,29 @@ def check(args: argparse.Namespace) -> None:
             report.check_writable(path, what)
     if args.tensorboard is not None:  # a folder: check that a file can be written in it
         report.check_writable(Path(args.tensorboard) / "events", "--tensorboard")
+
+
+def check_env_sweep_flags(args: argparse.Namespace) -> None:
+    """--env-sweep's form and values, and the flags it does not combine with (the env's parameters are
+    checked in :func:`sweep_env`)."""
+    if args.env_sweep is None:
+        return
+    if args.compare:
+        raise InputError("--compare and --env-sweep do not combine; sweep one checkpoint at a time")
+    if args.epsilon_sweep is not None:
+        raise InputError("--epsilon-sweep and --env-sweep do not combine; sweep one thing at a time "
+                         "(--attack NAME --epsilon E attacks at every env value)")
+    report.parse_env_sweep(args.env_sweep)
+
+
+def sweep_env(args: argparse.Namespace, env: str | None, common: dict) -> list[dict]:
+    """--env-sweep: one metrics dict per value, in the order given, with the same episode seeds."""
+    key, values = report.parse_env_sweep(args.env_sweep)
+    if env is not None:  # the env is known: check its parameter before the checkpoint loads
+        evaluation.check_env_sweep(env, key, values)
+    evaluators = evaluation.sweep_evaluators(make_evaluator(args.checkpoint, env, args.device), key, values)
+    attack = evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
+    return [evaluation.evaluate(e, attack=attack, **common) for e in evaluators]
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
@@ -137,6 +173,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
         evaluators += [make_evaluator(c, env, args.device) for c in args.compare[1:]]  # all fit first
         attack = evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
         return [evaluation.evaluate(e, attack=attack, **common) for e in evaluators], "checkpoint", None
+    if args.env_sweep is not None:
+        key = report.parse_env_sweep(args.env_sweep)[0]
+        return sweep_env(args, env, common), key, lambda r: f"{r['env_overrides'][key]:g}"
     evaluator = make_evaluator(args.checkpoint, env, args.device)
     if args.epsilon_sweep is not None:
         specs = [evaluation.AttackSpec(args.attack, eps, args.attack_steps)
@@ -152,23 +191,47 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
     return [metrics], "checkpoint", None
 
 
+def payload(args: argparse.Namespace, rows: list[dict], label: str) -> dict:
+    """What --out writes: one evaluation's metrics, {"sweep": rows}, {"compare": rows} or an env sweep's
+    summary (``slac.report.env_sweep_summary``)."""
+    if args.env_sweep is not None:
+        return report.env_sweep_summary(label, [r["env_overrides"][label] for r in rows], rows)
+    if len(rows) == 1 and not args.epsilon_sweep:
+        return rows[0]
+    return {"sweep" if args.epsilon_sweep else "compare": rows}
+
+
+def plot(args: argparse.Namespace, rows: list[dict], label: str) -> Path:
+    """Draw a sweep's PNG: at --plot, else beside --out, else in the current folder; returns its path."""
+    if args.env_sweep is not None:
+        name = f"env_sweep_{label}.png"
+        path = Path(args.plot) if args.plot else Path(args.out).parent / name if args.out else Path(name)
+        attack = "" if args.attack is None else f" under {args.attack} ε={args.epsilon:g}"
+        title = f"{label} on {rows[0]['env']}{attack} ({rows[0]['episodes']} episodes per value, 95% CI)"
+        report.plot_sweep(rows, path, [r["env_overrides"][label] for r in rows], label, title)
+        return path
+    path = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png") if args.out else \
+        Path(f"epsilon_sweep_{args.attack}.png")
+    report.plot_sweep(rows, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
         rows, label, label_of = run(args)
-        print(report.describe(rows[0], sweep=args.epsilon_sweep is not None))
+        swept = "epsilon" if args.epsilon_sweep is not None else label if args.env_sweep is not None else None
+        print(report.describe(rows[0], swept))
         print(report.table(rows, label, label_of))
+        result = payload(args, rows, label)
+        if args.env_sweep is not None:
+            print(report.describe_robustness(result))
         if args.out:
-            payload = rows[0] if len(rows) == 1 and not args.epsilon_sweep else \
-                {"sweep" if args.epsilon_sweep else "compare": rows}
-            atomic_write(args.out, lambda f: f.write(json.dumps(payload, indent=1).encode()))
+            atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=1).encode()))
             print(f"metrics: {args.out}")
-        if args.epsilon_sweep is not None:
-            plot = args.plot or (Path(args.out).with_suffix(".png") if args.out else
-                                 Path(f"epsilon_sweep_{args.attack}.png"))
-            report.plot_sweep(rows, plot)
-            print(f"plot:    {plot}")
+        if swept is not None:
+            print(f"plot:    {plot(args, rows, label)}")
         if args.video:
             print(f"video:   {args.video}")
         if args.tensorboard:

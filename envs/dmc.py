@@ -209,8 +209,8 @@ class DMCSafetyEnv(PixelEnv):
 
     def __init__(self, name: str, env_name: str | None = None, **overrides):
         params_cls, build, task_name = DOMAINS[name]
-        self.name = name
-        self.params = fill(params_cls, overrides, env_name or name)  # errors name the env asked for
+        self.name, self._env_name, self._overrides = name, env_name or name, overrides
+        self.params = fill(params_cls, overrides, self._env_name)  # errors name the env asked for
         self._env, self._step, self._sync, default_repeat, camera = build(task_name, self.params)
         self.physics = self._env.physics
         action_repeat = self.params.action_repeat or default_repeat
@@ -219,6 +219,18 @@ class DMCSafetyEnv(PixelEnv):
                          self.params.time_limit or CONTROL_STEPS_PER_EPISODE // action_repeat,
                          spec.minimum, spec.maximum, camera=camera, overview_camera=camera,
                          fast_render=self.params.fast_render)
+
+    def set_params(self, **changes) -> None:
+        """Rebuild the simulation with ``changes`` on top of the env's parameters, keeping its cameras
+        (domain randomisation, ``envs.randomization``). The image, action repeat and episode length stay."""
+        params_cls, build, task_name = DOMAINS[self.name]
+        params = fill(params_cls, {**self._overrides, **changes}, self._env_name)
+        fixed = [k for k in ("image_size", "action_repeat", "time_limit", "fast_render")
+                 if getattr(params, k) != getattr(self.params, k)]
+        require(not fixed, f"{', '.join(fixed)} of env {self._env_name!r} cannot change between episodes")
+        self.params = params
+        self._env, self._step, self._sync, _, _ = build(task_name, params)
+        self.physics = self._env.physics
 
     def mujoco_handles(self):
         return self.physics.model.ptr, self.physics.data.ptr

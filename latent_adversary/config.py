@@ -18,6 +18,7 @@ KINDS = ("none", "random", "image", "latent")
 PIXEL_KINDS = ("random", "image")  # kinds whose epsilon is in pixel units, [0, 1]
 OBJECTIVES = ("mc", "mr", "mad")
 SCHEDULES = ("constant", "linear")
+GATES = ("always", "under_budget")
 LATENT_PARTS = ("z1", "z2", "both")
 LATENT_NORMS = ("std", "linf", "l2")
 TARGETS = ("clean", "perturbed")
@@ -44,6 +45,11 @@ class AdversaryConfig:
     schedule: str = "constant"
     # agent steps of the linear ramp, counted from the first update (end of initial collection)
     ramp_steps: int = 100_000
+    # when the attack runs: always (from the first update, as the schedule says) | under_budget (only
+    # while the last episode the policy acted in cost at most the episode budget: epsilon is 0, no
+    # attack, before the first such episode and after any over the budget; the ramp still counts from
+    # the first update)
+    gate: str = "always"
     # share of each agent batch that is perturbed
     fraction: float = 0.5
     # latent attacks: which latent is perturbed: z1 | z2 | both
@@ -70,13 +76,15 @@ class RobustConfig(Config):
 
     adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
 
-    SOURCE_ONLY_SECTIONS: ClassVar[tuple[str, ...]] = ("adversary",)  # a target phase starts without one
+    # a target phase starts without an adversary (or the core's source-only sections)
+    SOURCE_ONLY_SECTIONS: ClassVar[tuple[str, ...]] = (*Config.SOURCE_ONLY_SECTIONS, "adversary")
 
     def check(self) -> None:
         super().check()
         a = self.adversary
         check_fields(self, choices={"adversary.kind": KINDS, "adversary.objective": OBJECTIVES,
-                                    "adversary.schedule": SCHEDULES, "adversary.latent_part": LATENT_PARTS,
+                                    "adversary.schedule": SCHEDULES, "adversary.gate": GATES,
+                                    "adversary.latent_part": LATENT_PARTS,
                                     "adversary.latent_norm": LATENT_NORMS, "adversary.targets": TARGETS,
                                     "adversary.train_on": TRAIN_ON, "adversary.critic_input": CRITIC_INPUTS},
                      nonnegative=["adversary.epsilon", "adversary.smoothness_coef", "adversary.step_size",

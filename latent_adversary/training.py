@@ -29,10 +29,23 @@ attacked too (jointly with z_t for image attacks) and the targets use z̃_{t+1}.
 (attacked against the objective summed over every latent of the sequence).
 ε follows the schedule: constant, or linear from 0 over ``ramp_steps`` agent steps counted from
 the first update (the end of the initial collection).
+
+The ``gate`` says when the schedule applies. ``always``: from the first update. ``under_budget``:
+only while the clean policy meets the budget, measured: ε is 0 (no attack and no perturbed rows:
+exactly the clean path, in ``agent_batch`` and ``model_images`` alike) before the first episode the
+policy acted in has ended (the random initial collection does not count) and while the last such
+episode cost more than the episode budget D; else ε follows the schedule. The cost is the
+Lagrangian's ``previous_cost`` buffer (``slac/lagrangian.py``, kept under every λ rule and saved in
+checkpoints, so a resumed run gates as the straight one) and D its ``budget``. The adversary so
+starts once the policy has learned to keep the budget and backs off whenever it breaks it. A linear
+ramp still counts from the first update, not from the gate's first opening (no state of its own to
+checkpoint): a gate that opens after ``ramp_steps`` opens at the full ε. ``adversary/gate_open``
+(1 open, 0 closed, per agent batch; the log averages it) is logged with this gate.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 
@@ -75,11 +88,34 @@ class AdversarialTraining:
     def active(self) -> bool:
         return self.cfg.kind != "none"
 
-    def epsilon(self, step: int) -> float:
-        """ε at an agent step: constant, or a linear ramp from the first update."""
+    @property
+    def gated(self) -> bool:
+        """Whether a gate other than ``always`` decides when the attack runs."""
+        return self.cfg.gate != "always"
+
+    def gate_open(self) -> bool:
+        """Whether the schedule's ε applies now: always, or (``under_budget``) while the last episode
+        the policy acted in cost at most the episode budget (closed before any such episode ended)."""
+        if not self.gated:
+            return True
+        lagrangian = self.agent.lagrangian
+        cost = float(lagrangian.previous_cost)  # NaN: no policy episode yet
+        return not math.isnan(cost) and cost <= lagrangian.budget
+
+    def epsilon(self, step: int, gate_open: bool | None = None) -> float:
+        """ε at an agent step: 0 while the gate is closed, else constant or a linear ramp from the
+        first update. ``gate_open``: the gate's state if already read (one read per batch)."""
+        if not (self.gate_open() if gate_open is None else gate_open):
+            return 0.0
         if self.cfg.schedule == "constant":
             return self.cfg.epsilon
         return self.cfg.epsilon * min(max((step - self.start_step) / max(self.cfg.ramp_steps, 1), 0.0), 1.0)
+
+    def _metrics(self, epsilon: float, gate_open: bool) -> dict[str, float]:
+        """ε and, with a gate (not with ``always``: its metrics stay as they were), whether it was open."""
+        if not self.active:
+            return {}
+        return {"adversary/epsilon": epsilon, **({"adversary/gate_open": float(gate_open)} if self.gated else {})}
 
     def _rows(self, batch_size: int, epsilon: float) -> int:
         return round(self.cfg.fraction * batch_size) if self.active and epsilon > 0 else 0
@@ -101,12 +137,13 @@ class AdversarialTraining:
         the first ``fraction`` of the sequences, all k of their transitions.
         """
         images, actions, k = batch["images"], batch["action"], transitions
-        epsilon = self.epsilon(step)
+        gate_open = self.gate_open()
+        epsilon = self.epsilon(step, gate_open)
         n = self._rows(images.shape[0], epsilon)
         sample = self.agent.cfg.latent_input == "sample"  # posterior draws, or the filter's means
         if n == 0:
             z = self.model.latents(images, actions, sample)  # (B, S+1, L), exactly the unattacked trainer
-            return last_transitions(batch, z, k), ({"adversary/epsilon": epsilon} if self.active else {})
+            return last_transitions(batch, z, k), self._metrics(epsilon, gate_open)
         c = self.cfg
         # the latents attacked: z_t of every transition learned from, and z_{t+1} too for perturbed targets
         index = list(range(-k - 1, 0 if c.targets == "perturbed" else -1))
@@ -142,7 +179,7 @@ class AdversarialTraining:
                        "adversary/success": (after - before).mean(),
                        "adversary/latent_shift": (z_tilde[:m] - z[:m]).norm(dim=-1).mean()}
             values = torch.stack(list(scalars.values())).tolist()  # one device sync
-        metrics = {"adversary/epsilon": epsilon, **dict(zip(scalars, values, strict=True))}
+        metrics = {**self._metrics(epsilon, gate_open), **dict(zip(scalars, values, strict=True))}
         learned = replace(clean, z=z_tilde if c.train_on == "perturbed" else z,
                           next_z=attacked.next_z if c.targets == "perturbed" else clean.next_z,
                           actor_z=z_tilde if c.train_on == "actor" else None)

@@ -156,6 +156,26 @@ class TrainConfig:
 
 
 @dataclass
+class RandomizeConfig:
+    """Domain randomisation of the source task (envs.randomization): env parameters redrawn every episode."""
+
+    # env parameter -> [low, high], e.g. {pole_mass: [0.05, 0.3]}; a colour takes two rgba corners,
+    # {body_rgba: [[0, 0, 0, 1], [1, 1, 1, 1]]}; {} = no randomisation
+    ranges: dict[str, Any] = field(default_factory=dict)
+    # env parameter -> [low, high] intervals never drawn (held-out target values), e.g. {pole_mass: [[0.35, 0.45]]}
+    exclude: dict[str, Any] = field(default_factory=dict)
+    # uniform (domain randomisation) | worst_cost (an adversary on the physics: the candidate draw with the
+    # highest predicted episode cost)
+    sampler: str = "uniform"
+    # worst_cost: candidate draws per episode; share of episodes drawn uniformly; nearest past episodes that
+    # predict a candidate's cost; past episodes remembered
+    candidates: int = 16
+    explore: float = 0.25
+    neighbours: int = 5
+    memory: int = 100
+
+
+@dataclass
 class Config:
     """Everything a run needs; saved as YAML in the run directory and inside every checkpoint."""
 
@@ -170,10 +190,11 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    randomize: RandomizeConfig = field(default_factory=RandomizeConfig)
 
     # sections a target phase resets to their defaults rather than inherit from its source checkpoint
-    # (a config that extends this one, e.g. with an adversary section, names its source-phase tools here)
-    SOURCE_ONLY_SECTIONS: ClassVar[tuple[str, ...]] = ()
+    # (a config that extends this one, e.g. with an adversary section, adds its source-phase tools here)
+    SOURCE_ONLY_SECTIONS: ClassVar[tuple[str, ...]] = ("randomize",)
 
     def check(self) -> None:
         """Range, choice and consistency checks; raises InputError naming the key and what is valid.
@@ -222,6 +243,12 @@ class Config:
         if self.train.buffer_size < self.model.sequence_length + 1:
             raise InputError(f"config key 'train.buffer_size' is {self.train.buffer_size} but must hold at least one "
                              f"sequence of model.sequence_length + 1 = {self.model.sequence_length + 1} frames")
+        r = self.randomize
+        if r.ranges or r.exclude or r.sampler != "uniform":
+            from envs.randomization import check_options, parse_ranges
+
+            parse_ranges(r.ranges, r.exclude)
+            check_options(r.sampler, r.candidates, r.explore, r.neighbours, r.memory)
         for key, value in _flatten(to_dict(self)).items():  # every int, of every section, fits in 64 bits
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
                 raise InputError(f"config key {key!r} must be an integer within 64 bits (|x| <= 2**63 - 1), "
@@ -416,10 +443,13 @@ def check_fields(cfg, choices: dict[str, tuple] | None = None, positive: list[st
                 raise InputError(f"config key {key!r} must be {what}, got {flat[key]!r}")
 
 
+MAPPING_KEYS = ("env_overrides", "randomize.ranges", "randomize.exclude")  # dict values, not sections
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict) and k != "env_overrides":
+        if isinstance(v, dict) and f"{prefix}{k}" not in MAPPING_KEYS:
             out.update(_flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v

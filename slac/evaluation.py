@@ -4,7 +4,8 @@
 trainer's periodic evaluations call it. :class:`Evaluator` loads a checkpoint of any phase into the
 latent model and agent (``slac.learner``) for a named env, after the same fit checks as training;
 :func:`evaluate` runs its episodes (optionally under a test-time attack, in worker processes, or
-recorded to video) through the same per-episode function. Episode k runs with env and torch seeds
+recorded to video) through the same per-episode function; :meth:`Evaluator.with_env_overrides` sets env
+parameters on top of the checkpoint's (``evaluate.py --env-sweep``). Episode k runs with env and torch seeds
 ``episode_seed(seed, k, EVAL_STREAM)`` (``slac.rollout.evaluation_episode``), so its result depends
 only on (weights, env, seed, k, policy, attack): serial, parallel and in-training evaluations agree.
 
@@ -18,8 +19,13 @@ episode length and action repeat).
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
 import json
 import multiprocessing as mp
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,11 +80,13 @@ class Evaluator:
     """A checkpoint loaded into model + agent, acting in one env (by default the one it trained on).
 
     ``config_cls`` reads the checkpoint's config (a config class extending ``slac.config.Config``
-    reads the sections it adds); ``attacks`` builds test-time attacks (none without it).
+    reads the sections it adds); ``attacks`` builds test-time attacks (none without it);
+    ``env_overrides`` set env parameters on top of the checkpoint config's ``env_overrides``.
     """
 
     def __init__(self, checkpoint: str | Path, env: str | None = None, device: str = "auto",
-                 config_cls: type[Config] = Config, attacks: AttackFactory | None = None):
+                 config_cls: type[Config] = Config, attacks: AttackFactory | None = None,
+                 env_overrides: dict | None = None):
         self.device = resolve_device(device)
         self.config_cls, self.attacks = config_cls, attacks
         self.state = checkpoints.load(checkpoint, map_location=self.device)
@@ -92,13 +100,25 @@ class Evaluator:
                              "this project's train.py?") from None
         self.path = self.state["path"]
         self.env_name = env or self.cfg.env
-        self.env = envs.make(self.env_name, **self.cfg.env_overrides)
+        self._act_in_env(env_overrides or {})
+
+    def _act_in_env(self, extra: dict) -> None:
+        """Build the env (the config's overrides, then ``extra``) and the networks that act in it (the
+        agent's episode budget depends on the env's episode length and action repeat)."""
+        self.extra_overrides = dict(extra)
+        self.env = envs.make(self.env_name, **{**self.cfg.env_overrides, **extra})
         self.spec = env_spec(self.env)
         check_compatible(self.state, self.cfg, self.spec, self.env_name)
         self.model, self.agent = build_learner(self.cfg, self.spec, self.device)
         load_learner(self.state, self.model, self.agent, optimizers=False)
         self.model.eval()
         self.agent.eval()
+
+    def with_env_overrides(self, **overrides) -> Evaluator:
+        """The same checkpoint (not reloaded) in its env with ``overrides`` set on top of this one's."""
+        other = copy.copy(self)
+        other._act_in_env({**self.extra_overrides, **overrides})
+        return other
 
     @property
     def budget(self) -> float:
@@ -134,16 +154,88 @@ class Evaluator:
         return np.stack(frames)
 
 
+# ----------------------------------------------------------------------------------- env sweeps
+def env_parameters(env) -> dict[str, tuple[type, ...]]:
+    """The types each parameter of an ``envs.make`` env takes: the fields of its parameter dataclass
+    (``env.unwrapped.params``), else its constructor's arguments (the toy env has no dataclass)."""
+    u = env.unwrapped
+    params = getattr(u, "params", None)
+    if dataclasses.is_dataclass(params):
+        hints = typing.get_type_hints(type(params))
+        return {f.name: _types(hints[f.name]) for f in dataclasses.fields(params)}
+    hints = typing.get_type_hints(type(u).__init__)
+    return {name: _types(hint) for name, hint in hints.items() if name != "return"}
+
+
+def _types(hint) -> tuple[type, ...]:
+    """``float | None`` -> (float, NoneType); ``tuple[int, int, int]`` -> (tuple,)."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    return tuple(typing.get_origin(a) or a for a in (typing.get_args(hint) if union else (hint,)))
+
+
+def sweep_values(env, env_name: str, key: str, values: list[float]) -> list[float | int]:
+    """``values`` of parameter ``key`` of ``env`` (named ``env_name``) as the env takes them (whole
+    numbers for integer keys); InputError for a key the env lacks or one that is not a number."""
+    params = env_parameters(env)
+    numeric = [k for k, t in params.items() if float in t or int in t]
+    if key not in params:
+        raise InputError(f"--env-sweep: env {env_name!r} has no parameter {key!r}; its numeric parameters: "
+                         f"{', '.join(numeric)}")
+    if key not in numeric:
+        kinds = " or ".join(t.__name__ for t in params[key] if t is not type(None))
+        raise InputError(f"--env-sweep sweeps numeric parameters; {key!r} of env {env_name!r} takes {kinds}; "
+                         f"numeric: {', '.join(numeric)}")
+    if float in params[key]:
+        return [float(v) for v in values]
+    fractional = [v for v in values if not v.is_integer()]
+    if fractional:
+        raise InputError(f"--env-sweep: {key!r} of env {env_name!r} takes whole numbers, got {fractional[0]:g}")
+    return [int(v) for v in values]
+
+
+def check_env_sweep(env_name: str, key: str, values: list[float]) -> list[float | int]:
+    """:func:`sweep_values`, then env ``env_name`` built at each value, so that its own checks of the
+    parameter's range run (before a checkpoint loads; evaluating builds it again with the checkpoint's
+    ``env_overrides``)."""
+    default = envs.make(env_name)
+    default.close()
+    values = sweep_values(default, env_name, key, values)
+    for value in values:
+        with _naming(key, value):
+            envs.make(env_name, **{key: value}).close()
+    return values
+
+
+def sweep_evaluators(evaluator: Evaluator, key: str, values: list[float]) -> list[Evaluator]:
+    """``evaluator`` at each value of its env's parameter ``key``, all built (so checked: the env's
+    ranges, the checkpoint's fit) before any episode runs."""
+    values = sweep_values(evaluator.env, evaluator.env_name, key, values)
+    evaluators = []
+    for value in values:
+        with _naming(key, value):
+            evaluators.append(evaluator.with_env_overrides(**{key: value}))
+    return evaluators
+
+
+@contextlib.contextmanager
+def _naming(key: str, value: float):
+    """Prefix an InputError raised in the block with the swept value it is about."""
+    try:
+        yield
+    except InputError as e:
+        raise InputError(f"--env-sweep {key}={value:g}: {e}") from None
+
+
 # ------------------------------------------------------------------------------- worker processes
-_LOADED: dict = {}  # per worker process: (checkpoint, env, device, counters) -> Evaluator
+_LOADED: dict = {}  # per worker process: (checkpoint, env, device, counters, ...) -> Evaluator
 
 
 def _worker_run(load: tuple, threads: int, episode: tuple) -> EpisodeResult:
     """Run one episode in a worker, loading the checkpoint on its first call (errors reach the parent)."""
     torch.set_num_threads(threads)
     if load not in _LOADED:
-        path, env, device, counters, config_cls, attacks = load
-        evaluator = Evaluator(path, env, device, config_cls, attacks)
+        path, env, device, counters, config_cls, attacks, overrides = load
+        evaluator = Evaluator(path, env, device, config_cls, attacks, dict(overrides))
         if json.dumps(evaluator.counters, sort_keys=True) != counters:  # e.g. a run still writing latest.pt
             raise InputError(f"checkpoint {path!r} changed while it was being evaluated (a worker loaded "
                              f"step {evaluator.counters['step']}); evaluate a copy of it, or use --workers 1")
@@ -174,7 +266,7 @@ def evaluate(evaluator: Evaluator, episodes: int = 10, seed: int = 0, determinis
             threads = torch.get_num_threads()  # as here: the same kernels, the same numbers
             counters = json.dumps(evaluator.counters, sort_keys=True)
             load = (evaluator.path, evaluator.env_name, str(evaluator.device), counters, evaluator.config_cls,
-                    evaluator.attacks)
+                    evaluator.attacks, tuple(sorted(evaluator.extra_overrides.items())))
             pool = mp.get_context("spawn").Pool(min(workers, len(remote)))
             pending = pool.starmap_async(_worker_run, [(load, threads, (k, seed, deterministic, attack))
                                                        for k in remote], chunksize=1)
@@ -198,6 +290,8 @@ def evaluate(evaluator: Evaluator, episodes: int = 10, seed: int = 0, determinis
            "env": evaluator.env_name, "seed": seed, "deterministic": deterministic,
            "attack": attack.name if attack else "none", "epsilon": attack.epsilon if attack else 0.0,
            "attack_steps": attack.steps if attack else 0}
+    if evaluator.extra_overrides:
+        out["env_overrides"] = dict(evaluator.extra_overrides)
     out.update(summarize(ordered, evaluator.budget))
     if attack is not None:
         out["attack_objective_moved"] = float(np.mean([r.attack_objective_moved for r in ordered]))

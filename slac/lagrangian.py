@@ -18,6 +18,10 @@ budget and T the episode length in agent steps, so D/T is the budget per agent s
   The buffer ``integral`` holds K_i I (the same, as K_i ≥ 0), started at the initial λ so that it
   starts where the other rules do; the first episode has no derivative term (Algorithm 2's
   C_prev = 0 would kick λ up by K_d C).
+
+The buffer ``previous_cost`` is the last policy episode's cost (every rule keeps it; pid's
+derivative and a source-training method's gate, e.g. an adversary's, read it); NaN until the
+first episode the policy acted in has ended.
 """
 
 from __future__ import annotations
@@ -49,11 +53,13 @@ class Lagrangian(nn.Module):
         self.lr, self.kp, self.ki, self.kd = cfg.lagrange_lr, cfg.pid_kp, cfg.pid_ki, cfg.pid_kd
         self.max_step_grad = 50.0 * cfg.grad_clip_norm  # Safe SLAC: clip_grad_norm_(ρ, 50 * grad_clip_norm)
         # every rule's state is kept (so a checkpoint loads whichever rule fine-tunes it):
-        # λ; ρ with λ = softplus(ρ) (float32, as in Safe SLAC); the PID integral and last episode cost
+        # λ; ρ with λ = softplus(ρ) (float32, as in Safe SLAC); the PID integral
         self.register_buffer("lam", torch.tensor(float(cfg.init_lagrange)))
         self.register_buffer("rho", torch.tensor(0.0))
         self._sync_rho()
         self.register_buffer("integral", torch.tensor(float(cfg.init_lagrange)))
+        # the last policy episode's cost (every rule keeps it; pid's derivative and the adversary's
+        # gate read it); NaN: no policy episode has ended yet
         self.register_buffer("previous_cost", torch.tensor(float("nan")))
 
     def _sync_rho(self) -> None:
@@ -75,7 +81,8 @@ class Lagrangian(nn.Module):
         self.lam.copy_(F.softplus(rho))
 
     def observe_episode(self, episode_cost: float) -> dict[str, float]:
-        """An episode's cost C; the ``episode`` and ``pid`` rules move. Returns metrics."""
+        """A policy episode's cost C; the ``episode`` and ``pid`` rules move, and every rule keeps C
+        as ``previous_cost``. Returns metrics."""
         error = float(episode_cost) - self.budget
         if self.rule == "episode":
             self.lam.fill_(max(0.0, self.value + self.lr * error))
@@ -85,7 +92,7 @@ class Lagrangian(nn.Module):
             derivative = 0.0 if math.isnan(previous) else max(0.0, float(episode_cost) - previous)
             self.lam.fill_(max(0.0, self.kp * error + integral + self.kd * derivative))
             self.integral.fill_(integral)
-            self.previous_cost.fill_(float(episode_cost))
+        self.previous_cost.fill_(float(episode_cost))
         if self.rule != "step":
             self._sync_rho()
         return {"train/lambda": self.value, "train/cost_minus_budget": error}

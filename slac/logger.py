@@ -66,6 +66,15 @@ class Logger:
             self._writer.flush()
         return record
 
+    def event(self, step: int, metrics: dict[str, float]) -> None:
+        """Write one record of ``metrics`` alone (e.g. a finished episode's), leaving the averages pending."""
+        line = {"step": step, **{k: _finite_or_str(float(v)) for k, v in metrics.items()}}
+        self._jsonl.write(json.dumps(line) + "\n")
+        self._jsonl.flush()
+        if self._writer is not None:
+            for k, v in metrics.items():
+                self._writer.add_scalar(k, float(v), step)
+
     def image(self, tag: str, image_chw: np.ndarray, step: int) -> None:
         if self._writer is not None:
             self._writer.add_image(tag, image_chw, step, dataformats="CHW")

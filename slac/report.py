@@ -1,5 +1,13 @@
-"""Presenting evaluations: the table, its heading and the ε-sweep plot, and the checks of the
-paths and values ``evaluate.py`` is given for them (the library part is ``slac.evaluation``)."""
+"""Presenting evaluations: the table, its heading, the sweep plots (ε or an env parameter) and the
+robustness figure of an env sweep, and the checks of the paths and values ``evaluate.py`` is given
+for them (the library part is ``slac.evaluation``).
+
+The robustness figure of an env sweep (:func:`robust_range`): sort the swept values; a value is
+within budget when the mean episode cost there is <= the episode budget; the robust range is the
+widest run of adjacent (in sorted order) values within budget, as its lowest and highest value and
+its width = highest - lowest (0 for a run of one value; on a tie the run of lower values); null when
+no value is within budget.
+"""
 
 from __future__ import annotations
 
@@ -38,41 +46,97 @@ def table(rows: list[dict], label: str = "checkpoint", label_of=None) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
 
 
-def describe(metrics: dict, sweep: bool = False) -> str:
-    """A heading naming the env, seeds and attack of an evaluation (for the table printed below it)."""
-    epsilon = "ε swept" if sweep else f"ε={metrics['epsilon']:g}"
+def describe(metrics: dict, swept: str | None = None) -> str:
+    """A heading naming the env, seeds and attack of an evaluation (for the table printed below it);
+    ``swept`` names what a sweep varies: "epsilon" or an env parameter."""
+    epsilon = "ε swept" if swept == "epsilon" else f"ε={metrics['epsilon']:g}"
     attack = "no attack" if metrics["attack"] == "none" else \
         f"attack {metrics['attack']} {epsilon} ({metrics['attack_steps']} steps)"
     policy = "deterministic" if metrics["deterministic"] else "stochastic"
+    env_swept = f", {swept} swept" if swept not in (None, "epsilon") else ""
     return (f"env {metrics['env']} (trained on {metrics['trained_env']}), seed {metrics['seed']}, "
-            f"{metrics['episodes']} episodes, {policy} policy, {attack}")
+            f"{metrics['episodes']} episodes, {policy} policy, {attack}{env_swept}")
 
 
-def plot_sweep(rows: list[dict], path: str | Path) -> None:
-    """Return and cost (mean with 95 % interval) against ε, one PNG with two panels."""
+def plot_sweep(rows: list[dict], path: str | Path, values: list[float] | None = None, label: str = "ε",
+               title: str | None = None) -> None:
+    """Return and cost (mean with 95 % interval error bars) against the swept ``values`` (default: the
+    rows' ε), one PNG with two panels; the cost panel has the budget as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    eps = [r["epsilon"] for r in rows]
+    values = [r["epsilon"] for r in rows] if values is None else values
+    order = np.argsort(values, kind="stable")  # a curve, whatever order the values were given in
+    xs, rows = [values[i] for i in order], [rows[i] for i in order]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, key in zip(axes, ("return", "cost"), strict=True):
         mean = np.array([r[key]["mean"] for r in rows])
-        ax.plot(eps, mean, marker="o")
-        if all(r[key]["ci95"] for r in rows):
-            low, high = zip(*(r[key]["ci95"] for r in rows), strict=True)
-            ax.fill_between(eps, low, high, alpha=0.25)
+        errors = None
+        if all(r[key]["ci95"] for r in rows):  # none for one episode
+            low, high = np.array([r[key]["ci95"] for r in rows]).T
+            errors = [mean - low, high - mean]
+        ax.errorbar(xs, mean, yerr=errors, marker="o", capsize=3)
         if key == "cost":
-            ax.axhline(rows[0]["budget"], color="red", linestyle="--", label="budget")
-            ax.legend()
-        ax.set_xlabel("ε")
+            _budget_line(ax, xs, [r["budget"] for r in rows])
+        ax.set_xlabel(label)
         ax.set_ylabel(f"episode {key}")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{rows[0]['attack']} on {rows[0]['env']} ({rows[0]['episodes']} episodes per ε, 95% CI)")
+    fig.suptitle(title or f"{rows[0]['attack']} on {rows[0]['env']} ({rows[0]['episodes']} episodes per ε, 95% CI)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _budget_line(ax, xs: list[float], budgets: list[float]) -> None:
+    """Horizontal where the budget is one number; a line through each value's budget where the swept
+    parameter changes the episode (its length or action repeat)."""
+    if len(set(budgets)) == 1:
+        ax.axhline(budgets[0], color="red", linestyle="--", label="budget")
+    else:
+        ax.plot(xs, budgets, color="red", linestyle="--", label="budget")
+    ax.legend()
+
+
+# ------------------------------------------------------------------------------------------- env sweeps
+def robust_range(values: list[float], mean_costs: list[float], budget) -> dict | None:
+    """The robustness figure (module docstring): the widest run of adjacent swept values, in sorted order,
+    whose mean cost is <= ``budget`` (one number, or one per value), as {"lower", "upper", "width"};
+    None if no value qualifies."""
+    budgets = np.broadcast_to(np.asarray(budget, dtype=np.float64), (len(values),))
+    best = run = None
+    for value, cost, limit in sorted(zip(values, mean_costs, budgets, strict=True)):
+        if cost > limit:  # a value over budget ends the run
+            run = None
+            continue
+        run = (run[0] if run else value, value)
+        if best is None or run[1] - run[0] > best[1] - best[0]:
+            best = run
+    if best is None:
+        return None
+    return {"lower": best[0], "upper": best[1], "width": float(f"{best[1] - best[0]:.12g}")}
+
+
+def env_sweep_summary(key: str, values: list[float], rows: list[dict]) -> dict:
+    """The JSON of ``--env-sweep``: what was swept and evaluated, the robustness figure and each value's
+    metrics (``rows``, one per value, in the order given)."""
+    budgets = [r["budget"] for r in rows]
+    first = rows[0]
+    facts = ("checkpoint", "phase", "step", "env", "trained_env", "seed", "episodes", "deterministic", "attack",
+             "epsilon", "attack_steps")
+    return {"key": key, "values": values, "budget": budgets[0] if len(set(budgets)) == 1 else budgets,
+            **{k: first[k] for k in facts},
+            "robustness": robust_range(values, [r["cost"]["mean"] for r in rows], budgets), "results": rows}
+
+
+def describe_robustness(summary: dict) -> str:
+    """One line: the robust range of an env sweep, or that no value kept within the budget."""
+    key, figure = summary["key"], summary["robustness"]
+    if figure is None:
+        return f"robust range of {key}: none (the mean cost exceeds the budget at every value)"
+    return (f"robust range of {key} (mean cost <= budget): {figure['lower']:g} to {figure['upper']:g}, "
+            f"width {figure['width']:g}")
 
 
 # ------------------------------------------------------------------------------------ output and input checks
@@ -93,16 +157,41 @@ def check_writable(path: str | Path, what: str) -> None:
         raise InputError(f"{what} path {str(path)!r} is not writable")
 
 
+def parse_numbers(text: str, flag: str, example: str) -> list[float]:
+    """The numbers of a comma-separated list (blank items skipped); InputError naming ``flag`` and
+    giving ``example`` if an item is not a number."""
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"{flag} expects comma-separated numbers, e.g. {example}; got {text!r}") from None
+
+
 def parse_epsilons(text: str, upper: float | None = None, units: str = "") -> list[float]:
     """The ε values of ``--epsilon-sweep E1,E2,...``: finite numbers >= 0 (and <= ``upper`` where given,
     ``units`` saying why); InputError naming the bad value otherwise."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"--epsilon-sweep expects comma-separated numbers, e.g. 0,0.01,0.02; "
-                         f"got {text!r}") from None
+    values = parse_numbers(text, "--epsilon-sweep", "0,0.01,0.02")
     if not values or any(v < 0 or not math.isfinite(v) for v in values):
         raise InputError(f"--epsilon-sweep needs one or more finite values >= 0, got {text!r}")
     if upper is not None and max(values) > upper:
         raise InputError(f"--epsilon-sweep values must be in [0, {upper:g}]{units}, got {text!r}")
     return values
+
+
+def parse_env_sweep(text: str) -> tuple[str, list[float]]:
+    """The key and values of ``--env-sweep KEY=V1,V2,...``: two or more distinct finite numbers
+    (whether the env has the key, and takes the values, is ``slac.evaluation.check_env_sweep``'s)."""
+    key, sep, numbers = text.partition("=")
+    key = key.strip()
+    form = "give --env-sweep as KEY=V1,V2,... (e.g. pole_mass=0.1,0.2,0.4)"
+    if not sep or not key or not numbers.strip():
+        raise InputError(f"{form}, got {text!r}")
+    values = parse_numbers(numbers, "--env-sweep", "pole_mass=0.1,0.2,0.4")
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"--env-sweep values must be finite numbers, got {text!r}")
+    if len(values) < 2:
+        raise InputError(f"--env-sweep needs at least two values to sweep, got {text!r}")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise InputError(f"--env-sweep lists {key}={repeated[0]:g} more than once; give each value once, "
+                         f"got {text!r}")
+    return key, values

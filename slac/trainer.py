@@ -45,6 +45,19 @@ from slac.rundir import RunLock
 InputsFactory = Callable[[Config, LatentModel, SafeSACAgent], LearnerInputs]
 
 
+def make_training_env(cfg: Config):
+    """The env a run learns in: the config's env, its parameters redrawn every episode where
+    ``randomize.ranges`` asks for it (domain randomisation; the evaluation env stays nominal)."""
+    r = cfg.randomize
+    if not r.ranges:
+        return envs.make(cfg.env, seed=cfg.seed, **cfg.env_overrides)
+    from envs.randomization import make_randomized
+
+    return make_randomized(cfg.env, r.ranges, r.exclude, r.sampler, cfg.seed, options={
+        "candidates": r.candidates, "explore": r.explore, "neighbours": r.neighbours, "memory": r.memory}
+        if r.sampler == "worst_cost" else None, **cfg.env_overrides)
+
+
 class RunFailed(RuntimeError):
     """The run cannot go on (a full disk, a diverged loss); its last good checkpoint is kept."""
 
@@ -82,7 +95,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
 
-        self.env = envs.make(cfg.env, seed=cfg.seed, **cfg.env_overrides)
+        self.env = make_training_env(cfg)
         self.eval_env = envs.make(cfg.env, **cfg.env_overrides)
         self.spec = env_spec(self.env)
         if cfg.model.sequence_length > self.spec["episode_steps"]:
@@ -122,6 +135,12 @@ class Trainer:
             self._update_credit = float(resume_from["update_credit"])
             self._restore_rng(resume_from["rng"])
             self._resumed = {"episode": resume_from["episode"], "policy_state": resume_from["policy_state"]}
+            if hasattr(self.env, "load_state_dict"):  # a randomised env's memory of finished episodes
+                env_state = resume_from.get("env")
+                if not isinstance(env_state, dict) or "sampler" not in env_state:
+                    raise InputError(f"checkpoint {resume_from['path']!r} holds no state of the randomised env "
+                                     "(randomize.*): it cannot be resumed exactly")
+                self.env.load_state_dict(env_state)
 
         save_yaml(cfg, self.out_dir / "config.yaml")
         self.logger = Logger(self.out_dir, resume=resume_from["logger"] if resume_from is not None else None)
@@ -148,6 +167,7 @@ class Trainer:
             "episode": dict(self._episode),
             "policy_state": {k: v.clone() for k, v in (self.policy.state or {}).items()},
             "logger": self.logger.state_dict(self.counters["step"]),
+            "env": self.env.state_dict() if hasattr(self.env, "state_dict") else {},
         }
 
     def _restore_rng(self, rng: dict) -> None:
@@ -365,6 +385,9 @@ class Trainer:
             return
         c["episodes"] += 1
         scalars = {"train/episode_return": episode["return"], "train/episode_cost": episode["cost"]}
+        if hasattr(self.env, "episode_params"):  # domain randomisation: each episode's draw, one record each
+            self.logger.event(c["step"], {"episode/return": episode["return"], "episode/cost": episode["cost"],
+                                          **{f"episode/{k}": v for k, v in self.env.episode_params.items()}})
         if episode["by_policy"]:
             scalars.update(self.agent.lagrangian.observe_episode(episode["cost"]))
         self.logger.accumulate(scalars)

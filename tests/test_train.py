@@ -160,7 +160,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     ra = checkpoint.load_replay(a / "checkpoints" / sa["replay_file"])
     rb = checkpoint.load_replay(b / "checkpoints" / sb["replay_file"])
     assert all(np.array_equal(ra[k], rb[k]) for k in checkpoint.REPLAY_KEYS)
-    untimed = lambda run: [{k: v for k, v in r.items() if not k.startswith("perf/")}  # noqa: E731
+    untimed = lambda run: [{k: v for k, v in r.items() if not (k.startswith("perf/") or k.endswith("_ms"))}  # noqa: E731
                            for r in read_metrics(run / "metrics.jsonl")]
     ma, mb = untimed(a), untimed(b)
     assert len(ma) == len(mb) and ma == mb
