@@ -1,7 +1,8 @@
 """Pixel safety environments and named source → target shifts.
 
     envs.make(name, seed=None, **overrides) -> gymnasium.Env
-    envs.names() -> list[str]                   every env name ``make`` accepts
+    envs.names() -> list[str]                   every registered env name ``make`` accepts
+    envs.known(name) -> bool                    a registered name, or ``gym:ID`` (any gymnasium env)
     envs.SHIFTS: dict[str, Shift]               named source → target pairs
     python -m envs --list                       a table of both
 
@@ -9,6 +10,9 @@ Every env returns uint8 observations of shape (3, H, W) (64×64 by default, ``im
 override), takes actions in [-1, 1], and reports ``info["cost"] >= 0`` at every step (summed over
 the action repeat, like the reward). ``env.unwrapped`` exposes ``action_repeat``,
 ``max_episode_steps`` (agent steps) and ``render_overview(size=256)`` (an RGB frame for videos).
+
+Besides the registered names, ``make("gym:ID")`` wraps any gymnasium env (``gym:MODULE:ID`` imports
+MODULE first, as ``gymnasium.make("MODULE:ID")`` does) into this interface: see ``envs.gym_adapter``.
 """
 
 from __future__ import annotations
@@ -167,15 +171,31 @@ _register_shift("walker-slippery", "dmc-walker-walk", "dmc-walker-walk-slippery"
                 "walker walk: floor friction 0.7 → 0.2")
 
 
+GYM_PREFIX = "gym:"  # gym:ID or gym:MODULE:ID, any gymnasium env (envs.gym_adapter)
+GYM_HINT = "gym:ENV_ID (any gymnasium env)"
+
+
 def names() -> list[str]:
-    """Every env name ``make`` accepts."""
+    """Every registered env name ``make`` accepts (besides ``gym:ID``, see :func:`known`)."""
     return sorted(ENVS)
+
+
+def known(name: str) -> bool:
+    """Whether ``make`` takes ``name``: a registered name or ``gym:ID`` (``make`` checks the ID)."""
+    return name in ENVS or name.startswith(GYM_PREFIX)
 
 
 def make(name: str, seed: int | None = None, **overrides) -> gym.Env:
     """Build env ``name``; ``overrides`` set its parameters (unknown keys raise InputError)."""
+    if name.startswith(GYM_PREFIX):
+        from envs.gym_adapter import GymPixelEnv
+
+        env = GymPixelEnv(name[len(GYM_PREFIX):], env_name=name, **overrides)
+        if seed is not None:
+            env.reset(seed=seed)
+        return env
     if name not in ENVS:
-        raise unknown("env", name, names())
+        raise unknown("env", name, [*names(), GYM_HINT])
     spec = ENVS[name]
     env = FAMILIES[spec.family](spec.base, name, **{**spec.kwargs, **overrides})
     if seed is not None:
@@ -191,4 +211,4 @@ def _register_safety_gym() -> None:
 
 _register_safety_gym()
 
-__all__ = ["ENVS", "SHIFTS", "InputError", "Shift", "make", "names"]
+__all__ = ["ENVS", "SHIFTS", "InputError", "Shift", "known", "make", "names"]

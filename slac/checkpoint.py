@@ -8,6 +8,10 @@ config as a dict). The replay buffer, needed only to resume, goes beside it as
 it belongs to. Every file is written to a temporary name, fsynced, then renamed over the target;
 a snapshot writes its replay first and ``latest.pt`` second, and deletes older replays last, so
 a kill at any moment leaves a ``latest.pt`` whose replay exists and matches it.
+
+An exported agent (``scripts/export_agent.py``, ``agents/<name>/agent.pt``) is a checkpoint of the
+same format with only what evaluation and fine-tuning need (:func:`agent_state`): no optimiser,
+RNG, logger or replay state, so it can be evaluated and fine-tuned but not resumed.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from slac.config import upgrade_saved
 from slac.errors import InputError
 
 LATEST = "latest.pt"
+AGENT = "agent.pt"  # an exported agent's weights, in its folder agents/<name>/
 FORMAT_VERSION = 1
 REPLAY_KEYS = ("frames", "action", "reward", "cost", "terminated", "first", "cursor", "size")
 
@@ -91,13 +97,15 @@ def clean_stale(ckpt_dir: Path, replay_in_use: str | None) -> None:
 
 
 def resolve_path(run_dir_or_file: str | Path) -> Path:
-    """A run directory means its ``checkpoints/latest.pt``; a file is taken as is."""
+    """A run directory means its ``checkpoints/latest.pt``, an exported agent's folder its ``agent.pt``;
+    a file is taken as is."""
     p = Path(run_dir_or_file)
     if p.is_dir():
-        for candidate in (p / "checkpoints" / LATEST, p / LATEST):
+        for candidate in (p / "checkpoints" / LATEST, p / LATEST, p / AGENT):
             if candidate.is_file():
                 return candidate
-        raise InputError(f"no checkpoint in run directory {str(p)!r} (looked for checkpoints/{LATEST})")
+        raise InputError(f"no checkpoint in run directory {str(p)!r} (looked for checkpoints/{LATEST}, {LATEST} "
+                         f"and an exported agent's {AGENT})")
     if not p.is_file():
         raise InputError(f"checkpoint {str(p)!r} does not exist (give a run directory or a .pt file)")
     return p
@@ -106,6 +114,9 @@ def resolve_path(run_dir_or_file: str | Path) -> Path:
 def load(run_dir_or_file: str | Path, map_location="cpu") -> dict:
     """Load a checkpoint without executing pickled code; corrupt files raise InputError."""
     path = resolve_path(run_dir_or_file)
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; torch.load would try it as a raw pickle
+        raise InputError(f"checkpoint {str(path)!r} is corrupt or not a checkpoint of this project: it is not "
+                         "a zip archive as torch.save writes")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, io.UnsupportedOperation) as e:
@@ -120,6 +131,7 @@ def load(run_dir_or_file: str | Path, map_location="cpu") -> dict:
                          f"expected {FORMAT_VERSION})")
     state["path"] = str(path)
     _check_entries(state)
+    state["config"] = upgrade_saved(state["config"])  # keys added since it was written: as its code did
     return state
 
 
@@ -131,6 +143,18 @@ _COUNTERS = {"step": int, "env_steps": int, "episodes": int, "updates": int, "mo
 # entries only resuming needs (a checkpoint without them can be evaluated and fine-tuned)
 RESUME_ENTRIES = {"model_optimizer": dict, "agent_optimizers": dict, "rng": dict, "update_credit": (int, float),
                   "episode": dict, "policy_state": dict, "logger": dict, "replay_file": str}
+
+
+# what an exported agent keeps beside the entries every checkpoint has: where its weights come from
+AGENT_PROVENANCE = ("architecture", "code_version", "source_checkpoint")
+
+
+def agent_state(state: dict) -> dict:
+    """What an exported agent keeps of a loaded checkpoint: the entries every checkpoint has (phase,
+    config, env spec, counters, the model's and the agent's networks, target critics, α and λ among them)
+    and its provenance; none of ``RESUME_ENTRIES`` nor a randomised env's state. The tensors are the
+    checkpoint's own (float32 as trained): evaluating the agent is evaluating the checkpoint."""
+    return {key: state[key] for key in (*_ENTRIES, *AGENT_PROVENANCE) if key in state}
 
 
 def _bad(state: dict, what: str) -> InputError:

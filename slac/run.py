@@ -40,8 +40,8 @@ def env_for(request: RunRequest) -> str:
             raise unknown("shift", request.shift, envs.SHIFTS)
         shift = envs.SHIFTS[request.shift]
         return shift.source if request.phase == "source" else shift.target
-    if request.env not in envs.names():
-        raise unknown("env", request.env, envs.names())
+    if not envs.known(request.env):
+        raise unknown("env", request.env, [*envs.names(), envs.GYM_HINT])
     return request.env
 
 
@@ -76,6 +76,8 @@ def make_trainer(request: RunRequest, progress: bool = True, config_cls: type[co
         run_dir = Path(request.resume)
         if not run_dir.is_dir():
             raise InputError(f"--resume {request.resume!r} is not a run directory (give the --out of the run)")
+        if (run_dir / checkpoint.AGENT).is_file() and checkpoint.resolve_path(run_dir).name == checkpoint.AGENT:
+            checkpoint.check_resumable(checkpoint.load(run_dir))  # an exported agent: refused before a lock file
         lock = RunLock(run_dir)  # before reading: no other run may be writing it
         return _with_lock(lock, lambda: _resumed_trainer(request, run_dir, lock, progress, config_cls, inputs))
 

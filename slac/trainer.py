@@ -4,7 +4,8 @@ Phases:
 - ``source``: random-action collection (``train.initial_collection_steps``), model pre-training
   (``train.initial_learning_steps`` model-only updates), then act with π and update model and agent.
 - ``target``: starts from a source checkpoint (model, actor, critics and targets, α, λ, optimiser
-  states), evaluates zero-shot before any update, then fine-tunes all of it. Its initial collection
+  states; an exported agent, ``agents/<name>``, has none: its optimisers start fresh), evaluates
+  zero-shot before any update, then fine-tunes all of it. Its initial collection
   acts with the loaded policy, never at random: every step in the target task pays real cost.
 ``train/lifetime_cost`` sums the cost of every training step of the run (exploration included,
 evaluation episodes excluded): in a target run it is the lifetime target cost (Knight & Achiam).
@@ -102,6 +103,8 @@ class Trainer:
             raise InputError(f"config key 'model.sequence_length' is {cfg.model.sequence_length} but episodes of "
                              f"{cfg.env} last {self.spec['episode_steps']} agent steps: sequences stay inside one "
                              "episode, so no update could ever happen; use a sequence_length up to the episode's")
+        if resume_from is not None:  # first: an exported agent (no optimiser, RNG or replay state) cannot resume
+            checkpoint.check_resumable(resume_from)
         for state in (init_from, resume_from):
             if state is not None:
                 check_compatible(state, cfg, self.spec, cfg.env)
@@ -121,13 +124,16 @@ class Trainer:
         self.interrupted = False  # set when a signal stopped the run (a checkpoint was saved)
         self.code_version = checkpoint.code_version()
 
+        self.fresh_optimizers = False  # fine-tuning an exported agent: its optimisers start fresh
         for state in (init_from, resume_from):
             if state is not None:
-                load_learner(state, self.model, self.agent)
+                self.fresh_optimizers = not load_learner(state, self.model, self.agent)
         if init_from is not None:
             self.source_checkpoint = init_from["path"]
+            if self.fresh_optimizers:
+                print(f"{init_from['path']} holds no optimiser states (an exported agent): fine-tuning starts "
+                      "with fresh Adam optimisers")
         if resume_from is not None:
-            checkpoint.check_resumable(resume_from)
             checkpoint.clean_stale(self.ckpt_dir, resume_from["replay_file"])
             self.buffer.load_state_dict(checkpoint.load_replay(self.ckpt_dir / resume_from["replay_file"]))
             self.counters.update(resume_from["counters"])

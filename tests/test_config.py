@@ -74,3 +74,32 @@ def test_yaml_round_trip(tmp_path):
     cfg = config.resolve("smoke", sets=["seed=7"])
     config.save_yaml(cfg, tmp_path / "c.yaml")
     assert config.resolve(files=[tmp_path / "c.yaml"]) == cfg
+
+
+def test_a_preset_extends_another_with_only_its_differences(tmp_path, monkeypatch):
+    fast, small = config.resolve("cpu-fast"), config.resolve("cpu-small")
+    assert fast.env_overrides == {"image_size": 32} and small.env_overrides == {}
+    assert (fast.model.image_noise, small.model.image_noise) == (0.04, 0.16)
+    # everything else is cpu-small's
+    same = lambda c: {**config.to_dict(c), "env_overrides": {}, "model": {**config.to_dict(c)["model"],  # noqa: E731
+                                                                          "image_noise": 0}}
+    assert same(fast) == same(small)
+    (tmp_path / "a.yaml").write_text("extends: b\n")
+    (tmp_path / "b.yaml").write_text("extends: a\n")
+    monkeypatch.setattr(config, "PRESET_DIR", tmp_path)
+    with pytest.raises(InputError, match="preset 'b' extends 'a', which is not a preset or extends it back"):
+        config.resolve("a")
+
+
+def test_cpu_fast_runs_a_few_steps(tmp_path):
+    """The preset builds and trains on its env (a few steps, not a timing)."""
+    from slac.checkpoint import load
+    from slac.run import RunRequest, make_trainer
+
+    sets = ["train.initial_collection_steps=10", "train.initial_learning_steps=2", "train.update_every=10",
+            "train.eval_episodes=1", "train.eval_interval=30", "env_overrides.time_limit=15"]
+    trainer = make_trainer(RunRequest(phase="source", env="dmc-cartpole-tilted", preset="cpu-fast", steps=30,
+                                      sets=sets, out=str(tmp_path / "run")), progress=False)
+    assert trainer.env.observation_space.shape == (3, 32, 32)
+    trainer.run()
+    assert load(tmp_path / "run")["counters"]["updates"] > 0

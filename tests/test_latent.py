@@ -209,3 +209,29 @@ def test_bf16_convs_run_in_bf16_only_where_native(monkeypatch, native):
         with pytest.warns(UserWarning, match="no native bfloat16"):
             out = bf16(x)
         torch.testing.assert_close(out, fp32(x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("bf16_acting", [False, True])
+def test_online_filter_encodes_in_float32_unless_bf16_acting(monkeypatch, bf16_acting):
+    """With bf16 convolutions the online filter's single frames still run in float32 unless model.bf16_acting;
+    the training batches keep bf16. Checked against the same model's float32 and bf16 encoders."""
+    from slac import networks
+    monkeypatch.setattr(networks, "native_bf16", lambda device_type: True)
+    torch.manual_seed(0)
+    cfg = ModelConfig(feature_dim=16, z1_dim=4, z2_dim=8, hidden_units=[16], bf16_convs=True, bf16_acting=bf16_acting)
+    model = LatentModel(cfg, 1, SHAPE)
+    image = torch.rand(1, *SHAPE)
+    float32, bf16 = model.encoder(image, allow_bf16=False), model.encoder(image)
+    assert not torch.equal(float32, bf16)
+    seen = []
+    model.z1_posterior_init.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    model.init_filter(image, sample=False)
+    assert torch.equal(seen[0], bf16 if bf16_acting else float32)
+    assert torch.equal(model.encode(image[None])[0], bf16)  # training batches: bf16 either way
+
+
+def test_old_checkpoint_configs_keep_their_bf16_online_filter():
+    from slac.config import upgrade_saved
+    assert upgrade_saved({"model": {"bf16_convs": True}})["model"]["bf16_acting"] is True
+    assert upgrade_saved({"model": {"bf16_convs": False}})["model"]["bf16_acting"] is False
+    assert upgrade_saved({"model": {"bf16_convs": True, "bf16_acting": False}})["model"]["bf16_acting"] is False

@@ -17,7 +17,7 @@ import yaml
 
 import study
 from transfer import report
-from transfer.spec import check_spec
+from transfer.spec import StudyError, check_spec
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "RAY_USAGE_STATS_ENABLED": "0"}
@@ -166,6 +166,49 @@ def test_report_attack_sweeps_by_hand(tmp_path):
     assert any(Path(p).name == "attack_latent-mc.png" and Path(p).stat().st_size > 1000 for p in plots)
 
 
+def test_report_env_sweeps_by_hand(tmp_path):
+    """A source-only screen (no targets): each value's return and cost averaged over the seeds' evaluate.py
+    --env-sweep JSON, each seed's robust range as evaluate.py wrote it, and the range of the mean cost."""
+    spec = check_spec({**BASE, "targets": [], "seeds": [0, 1], "scratch": {"enabled": False},
+                       "env_sweeps": [{"key": "hazard_radius", "values": [0.1, 0.2, 0.3]}]})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    costs = {0: (1.0, 4.0, 30.0), 1: (3.0, 20.0, 12.0)}  # budget 10: means 2, 12, 21 -> only 0.1 is in budget
+    for s, cs in costs.items():
+        results = [{"env_overrides": {"hazard_radius": v}, "budget": 10.0, "return": {"mean": 100.0 * (s + 1)},
+                    "cost": {"mean": c}} for v, c in zip((0.1, 0.2, 0.3), cs, strict=True)]
+        path = tmp_path / "env_sweep/none/hazard_radius" / f"s{s}/sweep.json"
+        path.parent.mkdir(parents=True)
+        robust = {"lower": 0.1, "upper": 0.2, "width": 0.1} if s == 0 else {"lower": 0.1, "upper": 0.1, "width": 0.0}
+        path.write_text(json.dumps({"results": results, "robustness": robust}))
+    md, js, plots = report.write(tmp_path)
+    sweep = json.loads(js.read_text())["env_sweeps"]["none"]["hazard_radius"]
+    assert [r["value"] for r in sweep["rows"]] == [0.1, 0.2, 0.3]
+    assert [r["cost"]["mean"] for r in sweep["rows"]] == pytest.approx([2.0, 12.0, 21.0])
+    assert [r["return"]["mean"] for r in sweep["rows"]] == pytest.approx([150.0] * 3)
+    assert sweep["budget"] == 10.0 and sweep["robust_range_of_mean"] == {"lower": 0.1, "upper": 0.1, "width": 0.0}
+    assert sweep["robust_range_per_seed"]["0"] == {"lower": 0.1, "upper": 0.2, "width": 0.1}
+    text = md.read_text()
+    assert "| none | hazard_radius | 0.2 | 150 ±" in text
+    assert ("| none | hazard_radius | 0.1 to 0.1 (width 0) | s0: 0.1 to 0.2 (width 0.1), s1: 0.1 to 0.1 (width 0) |"
+            in text)
+    assert any(Path(p).name == "env_sweep_hazard_radius.png" and Path(p).stat().st_size > 1000 for p in plots)
+
+
+def test_env_sweeps_in_a_spec_are_checked_and_become_cells(tmp_path, capsys):
+    for sweeps, message in (([{"key": "nope", "values": [1, 2]}], "env sweep of 'nope'"),
+                            ([{"key": "hazard_radius", "values": [0.1]}], "at least two distinct values"),
+                            ([{"key": "hazard_radius"}], "env_sweeps must be a list")):
+        with pytest.raises(StudyError, match=message):
+            check_spec({**BASE, "env_sweeps": sweeps})
+    with pytest.raises(StudyError, match="targets is empty and there are no attacks or env_sweeps"):
+        check_spec({**BASE, "targets": []})
+    spec = write_spec(tmp_path, targets=[], scratch=False, env_sweeps=[{"key": "hazard_radius", "values": [0.1, 0.2]}])
+    assert study.main(["run", str(spec), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "2 cells:" in text and "env_sweep/none/hazard_radius/s0  after source/none/s0" in text
+    assert "--env-sweep hazard_radius=0.1,0.2" in text
+
+
 # ---------------------------------------------------------------- end to end on local Ray, killed and continued
 
 def _snapshot(paths: list[Path]) -> dict:
@@ -193,9 +236,10 @@ def _done_cells(out: Path) -> list[Path]:
 
 
 def test_study_end_to_end_killed_and_continued(tmp_path):
-    """The smoke study's shape (2 methods x 2 seeds x 1 target, scratch on), shorter runs: 14 cells."""
+    """The smoke study's shape (2 methods x 2 seeds x 1 target, scratch on), shorter runs, and an env sweep
+    of the source checkpoints: 18 cells."""
     spec = write_spec(tmp_path, methods={"none": {}, "latent": {"config": ["configs/adv-latent.yaml"]}},
-                      seeds=[0, 1])
+                      seeds=[0, 1], env_sweeps=[{"key": "hazard_radius", "values": [0.1, 0.3]}])
     out = tmp_path / "study"
     cmd = [sys.executable, str(REPO / "study.py"), "run", str(spec), "--out", str(out), "--max-parallel", "2"]
     t = "toy-hazard-colour"
@@ -224,12 +268,12 @@ def test_study_end_to_end_killed_and_continued(tmp_path):
 
         again = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
         assert again.returncode == 0, again.stdout + again.stderr
-        assert f"14 cells, {len(finished)} done, {14 - len(finished)} to run" in again.stdout, again.stdout
+        assert f"18 cells, {len(finished)} done, {18 - len(finished)} to run" in again.stdout, again.stdout
         assert _snapshot(list(before)) == before  # finished cells were not run again
         done = json.loads((ft / "done.json").read_text())
         assert done["resumed_from_step"] >= 100 and "--resume" in done["commands"][0]["argv"]
         assert (ft / "metrics.jsonl").read_text().splitlines()[0] == first_line  # continued, not restarted
-        assert len(_done_cells(out)) == 14
+        assert len(_done_cells(out)) == 18
         for f in finetunes:
             assert report.read_metrics(f / "metrics.jsonl")[-1]["step"] == 300 and (f / "final_eval.json").exists()
         for s in (0, 1):
@@ -237,7 +281,7 @@ def test_study_end_to_end_killed_and_continued(tmp_path):
 
         status = subprocess.run([sys.executable, str(REPO / "study.py"), "status", str(out)], cwd=REPO, env=ENV,
                                 capture_output=True, text=True)
-        assert "total         14        0        0       0" in status.stdout, status.stdout
+        assert "total         18        0        0       0" in status.stdout, status.stdout
         rep = subprocess.run([sys.executable, str(REPO / "study.py"), "report", str(out)], cwd=REPO, env=ENV,
                              capture_output=True, text=True)
         assert rep.returncode == 0, rep.stderr
@@ -249,6 +293,7 @@ def test_study_end_to_end_killed_and_continued(tmp_path):
             assert data["targets"][t]["methods"][m]["common_target_step"] == 100
             assert data["targets"][t]["methods"][m]["zero_shot_return"]["n"] == 2  # both seeds aggregated
             assert data["targets"][t]["methods"][m]["finetune_lifetime_cost"]["n"] == 2
+            assert [r["cost"]["n"] for r in data["env_sweeps"][m]["hazard_radius"]["rows"]] == [2, 2]
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # anything of the killed study still alive (its own group)

@@ -8,6 +8,7 @@ Layout under the study's --out DIR (every training cell is a normal train.py run
     DIR/finetune/METHOD/TARGET/sSEED/          train.py --phase target, then final_eval.json
     DIR/scratch/TARGET/sSEED/                  train.py --phase source --env <target env>, then final_eval.json
     DIR/attack/METHOD/ATTACK/sSEED/            evaluate.py --attack --epsilon-sweep: sweep.json
+    DIR/env_sweep/METHOD/PARAM/sSEED/          evaluate.py --env-sweep PARAM=...: sweep.json (+ PNG)
     DIR/logs/<cell>.<stage>.{out,err}          each command's output
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from transfer.spec import REPO
 
-ARMS = ("source", "zero_shot", "finetune", "scratch", "attack")
+ARMS = ("source", "zero_shot", "finetune", "scratch", "attack", "env_sweep")
 # seconds per agent step of a training run on one quiet core, by preset (None: not measured)
 STEP_SECONDS = {"cpu-small": 0.229,   # docs/results.md: ~2.6 h per 20k-step run with native bf16
                 "smoke": 0.042,       # measured: toy-reach, 400 vs 100 steps (23.2 s vs 10.7 s), busy 2-core machine
@@ -106,6 +107,13 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
                 cells.append(Cell(f"attack/{method}/{a['name']}/s{seed}", "attack", d,
                                   [_eval(python, args, d / "sweep.json", "sweep")], dep, 0,
                                   episodes * len(a["epsilons"]), method, None, seed))
+            for sw in spec.get("env_sweeps") or []:
+                d = out / "env_sweep" / method / sw["key"] / f"s{seed}"
+                values = ",".join(f"{v:g}" for v in sw["values"])
+                args = ["--checkpoint", str(src), "--env-sweep", f"{sw['key']}={values}", *ev]
+                cells.append(Cell(f"env_sweep/{method}/{sw['key']}/s{seed}", "env_sweep", d,
+                                  [_eval(python, args, d / "sweep.json", "sweep")], dep, 0,
+                                  episodes * len(sw["values"]), method, None, seed))
     if spec["scratch"]["enabled"]:
         steps = spec["scratch"]["steps"]
         for t in spec["targets"]:

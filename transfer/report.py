@@ -125,6 +125,7 @@ def collect(study: Path) -> dict:
             tgt["methods"][method] = row
         out["targets"][t] = tgt
     out["attacks"] = collect_attacks(study, spec)
+    out["env_sweeps"] = collect_env_sweeps(study, spec)
     return out
 
 
@@ -143,6 +144,39 @@ def collect_attacks(study: Path, spec: dict) -> dict:
                              "cost": aggregate([x and x["cost"]["mean"] for x in at])})
             out.setdefault(method, {})[a["name"]] = rows
     return out
+
+
+def collect_env_sweeps(study: Path, spec: dict) -> dict:
+    """Per method and env parameter: return and cost of the final source checkpoints at each value over
+    seeds (each seed's ``evaluate.py --env-sweep`` JSON), each seed's robust range (``slac.report.robust_range``:
+    the widest run of adjacent values with mean cost <= budget) and the robust range of the seeds' mean cost."""
+    from slac.report import robust_range
+
+    out: dict = {}
+    for method in spec["methods"]:
+        for sw in spec.get("env_sweeps") or []:
+            sweeps = {s: _eval_json(study / "env_sweep" / method / sw["key"] / f"s{s}" / "sweep.json")
+                      for s in spec["seeds"]}
+            rows, budgets = [], []
+            for value in sw["values"]:
+                at = [next((r for r in js["results"] if r["env_overrides"][sw["key"]] == value), None) if js else None
+                      for js in sweeps.values()]
+                budgets += [x["budget"] for x in at if x]
+                rows.append({"value": value, "return": aggregate([x and x["return"]["mean"] for x in at]),
+                             "cost": aggregate([x and x["cost"]["mean"] for x in at])})
+            complete = [r for r in rows if r["cost"]["mean"] is not None]
+            budget = budgets[0] if budgets and len(set(budgets)) == 1 else None
+            out.setdefault(method, {})[sw["key"]] = {
+                "rows": rows, "budget": budget,
+                "robust_range_per_seed": {s: js["robustness"] if js else None for s, js in sweeps.items()},
+                "robust_range_of_mean": robust_range([r["value"] for r in complete],
+                                                     [r["cost"]["mean"] for r in complete], budget)
+                if complete and budget is not None else None}
+    return out
+
+
+def _range(r: dict | None) -> str:
+    return "none" if r is None else f"{r['lower']:g} to {r['upper']:g} (width {r['width']:.3g})"
 
 
 def _cell(a: dict | None, digits: int = 3) -> str:
@@ -204,6 +238,20 @@ def markdown(data: dict, plots: list[str]) -> str:
                 lines += [f"| {m} | {name} | {row['epsilon']:g} | {_cell(row['return'])} | {_cell(row['cost'])} |"
                           for row in rows]
         lines.append("")
+    if data.get("env_sweeps"):
+        lines += ["## Robustness curves of the final source checkpoints (`evaluate.py --env-sweep`)", "",
+                  "Robust range: the widest run of adjacent swept values whose mean cost is within the budget.", "",
+                  "| method | parameter | value | return | cost |", "| --- | --- | --- | --- | --- |"]
+        for m, sweeps in data["env_sweeps"].items():
+            for key, sw in sweeps.items():
+                lines += [f"| {m} | {key} | {row['value']:g} | {_cell(row['return'])} | {_cell(row['cost'])} |"
+                          for row in sw["rows"]]
+        lines += ["", "| method | parameter | robust range of the mean cost | per seed |", "| --- | --- | --- | --- |"]
+        for m, sweeps in data["env_sweeps"].items():
+            for key, sw in sweeps.items():
+                per_seed = ", ".join(f"s{s}: {_range(r)}" for s, r in sw["robust_range_per_seed"].items())
+                lines.append(f"| {m} | {key} | {_range(sw['robust_range_of_mean'])} | {per_seed} |")
+        lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     return "\n".join(lines)
@@ -241,23 +289,37 @@ def plot(data: dict, study: Path) -> list[str]:
             paths.append(str(path))
     attack_names = sorted({name for attacks in data.get("attacks", {}).values() for name in attacks})
     for name in attack_names:  # return and cost against ε, one line per method (mean over seeds)
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for i, (m, attacks) in enumerate(data["attacks"].items()):
-            rows = [row for row in attacks.get(name, []) if row["return"]["mean"] is not None]
-            for ax, key in zip(axes, ("return", "cost"), strict=True):
-                ax.plot([row["epsilon"] for row in rows], [row[key]["mean"] for row in rows], marker="o",
-                        color=f"C{i}", label=m)
-        for ax, key in zip(axes, ("return", "cost"), strict=True):
-            ax.set_xlabel("ε")
-            ax.set_ylabel(f"episode {key} (mean over seeds)")
-            ax.legend(fontsize=8)
-        fig.suptitle(f"{name} on the final source checkpoints")
-        fig.tight_layout()
-        path = study / f"attack_{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(str(path))
+        series = {m: [(row["epsilon"], row) for row in attacks.get(name, [])] for m, attacks in data["attacks"].items()}
+        paths.append(_curves(plt, series, "ε", f"{name} on the final source checkpoints", study / f"attack_{name}.png"))
+    keys = sorted({key for sweeps in data.get("env_sweeps", {}).values() for key in sweeps})
+    for key in keys:  # return and cost against the parameter, one line per method, with the budget
+        series = {m: [(row["value"], row) for row in sweeps[key]["rows"]] for m, sweeps in data["env_sweeps"].items()
+                  if key in sweeps}
+        budget = next((sw[key]["budget"] for sw in data["env_sweeps"].values() if key in sw), None)
+        paths.append(_curves(plt, series, key, f"{key}: robustness of the final source checkpoints",
+                             study / f"env_sweep_{key}.png", budget))
     return paths
+
+
+def _curves(plt, series: dict, xlabel: str, title: str, path: Path, budget: float | None = None) -> str:
+    """Return and cost (means over seeds) against x, one line per method; the cost budget dashed."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for i, (m, points) in enumerate(series.items()):
+        points = sorted(((x, row) for x, row in points if row["return"]["mean"] is not None), key=lambda p: p[0])
+        for ax, key in zip(axes, ("return", "cost"), strict=True):
+            ax.plot([x for x, _ in points], [row[key]["mean"] for _, row in points], marker="o", color=f"C{i}",
+                    label=m)
+    if budget is not None:
+        axes[1].axhline(budget, color="k", linestyle="--", linewidth=1, label="budget")
+    for ax, key in zip(axes, ("return", "cost"), strict=True):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"episode {key} (mean over seeds)")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
 
 
 def write(study: str | Path) -> tuple[Path, Path, list[str]]:

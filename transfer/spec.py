@@ -14,6 +14,10 @@
     eval_seed: 0
     baseline_return: {toy-hazard-colour: 0.0}   # optional: a do-nothing return per target
     attacks: [{name: latent-mc, epsilons: [0, 0.5], steps: 3}]   # optional: on the final source checkpoints
+    env_sweeps: [{key: pole_mass, values: [0.1, 0.2, 0.4]}]       # optional: robustness curves of the final
+                                                                  # source checkpoints (evaluate.py --env-sweep)
+
+``targets`` may be empty for a source-only screen (source cells, attacks and env sweeps only).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = {"preset", "config", "set", "source_env", "targets", "methods", "seeds", "source_steps", "target_steps",
-        "scratch", "eval_episodes", "eval_seed", "baseline_return", "attacks", "name", "description"}
+        "scratch", "eval_episodes", "eval_seed", "baseline_return", "attacks", "env_sweeps", "name", "description"}
 METHOD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -100,8 +104,6 @@ def check_spec(raw, base: Path | None = None) -> dict:
     if source not in envs.names():
         raise StudyError(f"spec: unknown source_env {source!r}; valid: {', '.join(sorted(envs.names()))}")
     targets = _list_of_str(spec.get("targets"), "targets")
-    if not targets:
-        raise StudyError("spec: targets is empty; give at least one shift name (python -m envs --list)")
     for t in targets:
         if t not in envs.SHIFTS:
             raise StudyError(f"spec: unknown shift {t!r} in targets; valid: {', '.join(sorted(envs.SHIFTS))}")
@@ -140,14 +142,14 @@ def check_spec(raw, base: Path | None = None) -> dict:
             or len(set(seeds)) != len(seeds):
         raise StudyError(f"spec: seeds must be distinct integers in [0, 2**32), got {seeds!r}")
     spec["source_steps"] = _int(spec, "source_steps", 1)
-    spec["target_steps"] = _int(spec, "target_steps", 1)
+    spec["target_steps"] = _int(spec, "target_steps", 1) if targets else 0  # unused by a source-only screen
     scratch = spec.get("scratch", {"enabled": True})
     if isinstance(scratch, bool):
         scratch = {"enabled": scratch}
     if not isinstance(scratch, dict) or set(scratch) - {"enabled", "steps"}:
         raise StudyError("spec: scratch must be true/false or {enabled: BOOL, steps: N}")
-    scratch = {"enabled": bool(scratch.get("enabled", True)),
-               "steps": _int(scratch, "steps", 1, default=spec["target_steps"])}
+    scratch = {"enabled": bool(scratch.get("enabled", True)) and bool(targets),
+               "steps": _int(scratch, "steps", 1, default=spec["target_steps"] or 1)}
     spec["scratch"] = scratch
     spec["eval_episodes"] = _int(spec, "eval_episodes", 1, default=10)
     spec["eval_seed"] = _int(spec, "eval_seed", 0, default=0)
@@ -178,6 +180,11 @@ def check_spec(raw, base: Path | None = None) -> dict:
         raise StudyError("spec: attacks names an attack twice")
     spec["attacks"] = norm_attacks
 
+    spec["env_sweeps"] = check_env_sweeps(spec.get("env_sweeps") or [], source)
+    if not targets and not norm_attacks and not spec["env_sweeps"]:
+        raise StudyError("spec: targets is empty and there are no attacks or env_sweeps: give at least one shift "
+                         "name (python -m envs --list), or make it a source-only screen with attacks/env_sweeps")
+
     # every method's config resolves as train.py would resolve it (unknown keys, bad values)
     for name, m in norm.items():
         try:
@@ -186,6 +193,34 @@ def check_spec(raw, base: Path | None = None) -> dict:
         except InputError as e:
             raise StudyError(f"spec: method {name!r}: {e}") from None
     return spec
+
+
+def check_env_sweeps(sweeps, source: str) -> list[dict]:
+    """``env_sweeps``: [{key: PARAM, values: [V1, V2, ...]}], each as ``evaluate.py --env-sweep`` takes it
+    (the source env is built at every value now, so a bad key or value fails before anything runs)."""
+    from slac.errors import InputError
+    from slac.evaluation import check_env_sweep
+
+    form = "spec: env_sweeps must be a list of {key: ENV_PARAMETER, values: [V1, V2, ...]}"
+    if not isinstance(sweeps, list):
+        raise StudyError(f"{form}, got {sweeps!r}")
+    out = []
+    for sweep in sweeps:
+        if not isinstance(sweep, dict) or set(sweep) != {"key", "values"} or not isinstance(sweep["values"], list):
+            raise StudyError(f"{form}, got {sweep!r}")
+        key, values = sweep["key"], sweep["values"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise StudyError(f"spec: env sweep of {key!r}: values must be numbers, got {values!r}")
+        try:
+            if len(values) < 2 or len(set(values)) != len(values):
+                raise InputError("a sweep needs at least two distinct values")
+            values = check_env_sweep(source, str(key), [float(v) for v in values])
+        except InputError as e:
+            raise StudyError(f"spec: env sweep of {key!r}: {e}") from None
+        out.append({"key": str(key), "values": list(values)})
+    if len({s["key"] for s in out}) != len(out):
+        raise StudyError("spec: env_sweeps names a parameter twice")
+    return out
 
 
 def diff(old: dict, new: dict, prefix: str = "") -> list[str]:
