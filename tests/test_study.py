@@ -194,6 +194,16 @@ def test_report_env_sweeps_by_hand(tmp_path):
     assert any(Path(p).name == "env_sweep_hazard_radius.png" and Path(p).stat().st_size > 1000 for p in plots)
 
 
+def test_finetune_set_reaches_only_the_fine_tune_cells(tmp_path, capsys):
+    with pytest.raises(StudyError, match="finetune_set with method 'none'"):
+        check_spec({**BASE, "finetune_set": ["train.nope=1"]})
+    spec = write_spec(tmp_path, finetune_set=["train.initial_learning_steps=0"])
+    assert study.main(["run", str(spec), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "train.py" in line]
+    assert [("initial_learning_steps=0" in line, "--phase target" in line) for line in lines] == \
+        [(False, False), (True, True), (False, False)]  # source, fine-tune, scratch
+
+
 def test_env_sweeps_in_a_spec_are_checked_and_become_cells(tmp_path, capsys):
     for sweeps, message in (([{"key": "nope", "values": [1, 2]}], "env sweep of 'nope'"),
                             ([{"key": "hazard_radius", "values": [0.1]}], "at least two distinct values"),
@@ -299,3 +309,13 @@ def test_study_end_to_end_killed_and_continued(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # anything of the killed study still alive (its own group)
         except ProcessLookupError:
             pass
+
+
+def test_the_committed_smoke_study_spec_still_matches():
+    """A study made before env_sweeps and finetune_set existed normalises to the spec it stored, so
+    `study.py run` on it is not refused as changed."""
+    stored = yaml.safe_load((REPO / "docs/results/study-smoke/spec.yaml").read_text())
+    again = check_spec(yaml.safe_load((REPO / "configs/studies/smoke.yaml").read_text()), base=REPO)
+    names = lambda spec: {**spec, "methods": {m: {**v, "config": [Path(f).name for f in v["config"]]}  # noqa: E731
+                                              for m, v in spec["methods"].items()}}  # written on another checkout
+    assert names(again) == names(stored)

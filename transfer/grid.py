@@ -91,9 +91,11 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
                                   [_eval(python, ["--checkpoint", str(src), "--shift", t, "--side", "target", *ev],
                                          d / "zero_shot.json", "zero_shot")], dep, 0, episodes, method, t, seed))
                 d = out / "finetune" / method / t / f"s{seed}"
-                # the config comes from the source checkpoint (its adversary section resets): only --steps here
+                # the config comes from the source checkpoint (its source-only sections reset), with finetune_set on top
                 args = ["--phase", "target", "--shift", t, "--checkpoint", str(src),
                         "--steps", str(spec["target_steps"])]
+                if spec.get("finetune_set"):
+                    args += ["--set", *spec["finetune_set"]]
                 cells.append(Cell(f"finetune/{method}/{t}/s{seed}", "finetune", d,
                                   [_train(python, args, d),
                                    _eval(python, ["--checkpoint", str(d), "--shift", t, "--side", "target", *ev],

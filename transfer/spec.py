@@ -9,6 +9,7 @@
     seeds: [0, 1]
     source_steps: 200
     target_steps: 200              # fine-tuning steps in each target
+    finetune_set: [train.initial_learning_steps=0]   # optional: --set overrides of the fine-tune runs only
     scratch: {enabled: true, steps: 200}   # train from scratch in the target env (steps: target_steps)
     eval_episodes: 2               # zero-shot and final evaluations (evaluate.py --episodes)
     eval_seed: 0
@@ -30,7 +31,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = {"preset", "config", "set", "source_env", "targets", "methods", "seeds", "source_steps", "target_steps",
-        "scratch", "eval_episodes", "eval_seed", "baseline_return", "attacks", "env_sweeps", "name", "description"}
+        "scratch", "eval_episodes", "eval_seed", "baseline_return", "attacks", "env_sweeps", "finetune_set", "name",
+        "description"}
 METHOD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -143,6 +145,9 @@ def check_spec(raw, base: Path | None = None) -> dict:
         raise StudyError(f"spec: seeds must be distinct integers in [0, 2**32), got {seeds!r}")
     spec["source_steps"] = _int(spec, "source_steps", 1)
     spec["target_steps"] = _int(spec, "target_steps", 1) if targets else 0  # unused by a source-only screen
+    finetune_set = _list_of_str(spec.pop("finetune_set", None), "finetune_set")
+    if finetune_set:  # absent when empty, so the specs stored by studies made before it still match
+        spec["finetune_set"] = finetune_set
     scratch = spec.get("scratch", {"enabled": True})
     if isinstance(scratch, bool):
         scratch = {"enabled": scratch}
@@ -180,18 +185,25 @@ def check_spec(raw, base: Path | None = None) -> dict:
         raise StudyError("spec: attacks names an attack twice")
     spec["attacks"] = norm_attacks
 
-    spec["env_sweeps"] = check_env_sweeps(spec.get("env_sweeps") or [], source)
-    if not targets and not norm_attacks and not spec["env_sweeps"]:
+    sweeps = check_env_sweeps(spec.pop("env_sweeps", None) or [], source)
+    if sweeps:  # absent when empty, as finetune_set
+        spec["env_sweeps"] = sweeps
+    if not targets and not norm_attacks and not sweeps:
         raise StudyError("spec: targets is empty and there are no attacks or env_sweeps: give at least one shift "
                          "name (python -m envs --list), or make it a source-only screen with attacks/env_sweeps")
 
-    # every method's config resolves as train.py would resolve it (unknown keys, bad values)
+    # every method's config resolves as train.py would resolve it (unknown keys, bad values), and with
+    # the fine-tune's overrides on top (as the target phase puts them on the source checkpoint's config)
     for name, m in norm.items():
+        sets = spec["set"] + m["set"] + [f"env={source}"]
         try:
-            config.resolve(preset, spec["config"] + m["config"], spec["set"] + m["set"] + [f"env={source}"],
-                           cls=RobustConfig)
+            config.resolve(preset, spec["config"] + m["config"], sets, cls=RobustConfig)
         except InputError as e:
             raise StudyError(f"spec: method {name!r}: {e}") from None
+        try:
+            config.resolve(preset, spec["config"] + m["config"], sets + finetune_set, cls=RobustConfig)
+        except InputError as e:
+            raise StudyError(f"spec: finetune_set with method {name!r}: {e}") from None
     return spec
 
 
