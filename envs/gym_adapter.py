@@ -44,6 +44,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.params import fill, require
+from envs.pixel_env import repeat
 from slac.errors import InputError
 
 PREFIX = "gym:"
@@ -252,15 +253,7 @@ class GymPixelEnv(gym.Env):
         return self._observation(), {"cost": 0.0}
 
     def step(self, action):
-        native = self._native(action)
-        reward = cost = 0.0
-        terminated = truncated = False
-        for _ in range(self.action_repeat):
-            r, c, terminated, truncated = self._env_step(native)
-            reward += r
-            cost += c
-            if terminated or truncated:
-                break
+        reward, cost, terminated, truncated = repeat(self._env_step, self._native(action), self.action_repeat)
         self._t += 1
         truncated = (self._t >= self.max_episode_steps or truncated) and not terminated
         return self._observation(), reward, terminated, truncated, {"cost": cost}

@@ -15,6 +15,20 @@ import numpy as np
 from envs.rendering import Camera, asset_signature
 
 
+def repeat(step, action: np.ndarray, times: int) -> tuple[float, float, bool, bool]:
+    """``step(action)`` -> (reward, cost, terminated, truncated) up to ``times`` times, stopping at an episode's
+    end: the summed reward and cost and the last flags (one agent step of an action repeat)."""
+    reward = cost = 0.0
+    terminated = truncated = False
+    for _ in range(times):
+        r, c, terminated, truncated = step(action)
+        reward += r
+        cost += c
+        if terminated or truncated:
+            break
+    return reward, cost, terminated, truncated
+
+
 class PixelEnv(gym.Env):
     """Observations: (3, H, W) uint8 from ``camera``; ``info["cost"]`` summed over the action repeat."""
 
@@ -90,14 +104,7 @@ class PixelEnv(gym.Env):
     def step(self, action):
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         action = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
-        reward = cost = 0.0
-        terminated = truncated = False
-        for _ in range(self.action_repeat):
-            r, c, terminated, truncated = self.simulation_step(action)
-            reward += r
-            cost += c
-            if terminated or truncated:
-                break
+        reward, cost, terminated, truncated = repeat(self.simulation_step, action, self.action_repeat)
         self._t += 1
         truncated = (self._t >= self.max_episode_steps or truncated) and not terminated
         return self._observation(), float(reward), bool(terminated), bool(truncated), {"cost": float(cost)}

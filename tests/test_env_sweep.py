@@ -11,17 +11,13 @@ import evaluate
 from latent_adversary.run import make_evaluator
 from slac import evaluation, report
 from slac.errors import InputError
-from slac.run import RunRequest, make_trainer
 
 TILTED = ["--env", "dmc-cartpole-tilted"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke")
-    make_trainer(RunRequest(phase="source", env="toy-reach", preset="smoke", seed=0, out=str(out)),
-                 progress=False).run()
-    return out
+def run_dir(smoke_source_run):
+    return smoke_source_run
 
 
 def _sweep(run_dir, tmp_path, *args: str) -> dict:

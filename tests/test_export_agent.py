@@ -21,11 +21,8 @@ SHIFT = "toy-hazard-colour"  # toy-reach -> toy-reach-grey
 
 
 @pytest.fixture(scope="module")
-def source_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("source")
-    make_trainer(RunRequest(phase="source", env="toy-reach", preset="smoke", seed=1, out=str(out)),
-                 progress=False).run()
-    return out
+def source_run(smoke_source_run):
+    return smoke_source_run
 
 
 @pytest.fixture(scope="module")
