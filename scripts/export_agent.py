@@ -130,8 +130,11 @@ def check_export(path: Path, state: dict) -> None:
 
 
 def same_weights(a: dict, b: dict) -> bool:
+    """Bit for bit the same tensors (a NaN equals a NaN: the Lagrangian's last episode cost is NaN until a
+    policy episode has ended)."""
     return all(a[part].keys() == b[part].keys() and all(
-        a[part][k].dtype == b[part][k].dtype and torch.equal(a[part][k], b[part][k]) for k in a[part])
+        a[part][k].dtype == b[part][k].dtype and torch.equal(a[part][k].nan_to_num(), b[part][k].nan_to_num())
+        and torch.equal(a[part][k].isnan(), b[part][k].isnan()) for k in a[part])
         for part in ("model", "agent"))
 
 

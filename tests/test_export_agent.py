@@ -216,3 +216,11 @@ def test_a_file_that_is_not_this_projects_checkpoint_is_refused(tmp_path, conten
     assert export_agent.main([str(path), str(tmp_path / "agents" / "foreign")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "agents").exists()
+
+
+def test_same_weights_takes_a_nan_for_a_nan():
+    """The Lagrangian's last episode cost is NaN until a policy episode has ended: an early run exports."""
+    nan = {"model": {"w": torch.tensor([1.0])}, "agent": {"lagrangian.previous_cost": torch.tensor(float("nan"))}}
+    assert export_agent.same_weights(nan, {k: dict(v) for k, v in nan.items()})
+    other = {"model": {"w": torch.tensor([1.0])}, "agent": {"lagrangian.previous_cost": torch.tensor(0.0)}}
+    assert not export_agent.same_weights(nan, other)
