@@ -1,6 +1,6 @@
 """Train Safe SLAC in the source task, or fine-tune a source checkpoint in the target task.
 
-    python train.py --phase source --shift NAME | --env NAME [--preset smoke|cpu-small|paper]
+    python train.py --phase source --shift NAME | --env NAME [--preset smoke|cpu-small|cpu-fast|paper]
                     [--config FILE] [--set key=value ...] [--seed N] [--steps N]
                     [--device auto|cpu|cuda] --out DIR
     python train.py --phase target --shift NAME | --env NAME --checkpoint RUN_DIR_OR_FILE [...] --out DIR

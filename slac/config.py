@@ -1,7 +1,7 @@
 """One typed configuration tree: defaults, named presets, YAML files and ``key=value`` overrides.
 
 Defaults are Safe SLAC's published settings (Hogewind et al., ICLR 2023; the LAVA-LAB/safe-slac
-``configuration.py``). Presets in ``configs/<name>.yaml`` override a subset. Every field has a
+``configuration.py``). Presets in ``configs/presets/<name>.yaml`` override a subset. Every field has a
 one-line docstring (the comment above it); unknown keys are an :class:`~slac.errors.InputError`.
 
 Step counts are *agent steps* (one policy decision = ``action_repeat`` simulator steps).
@@ -20,7 +20,7 @@ import yaml
 
 from slac.errors import InputError
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs" / "presets"
 
 # the valid values of the config's choice fields, declared once (the modules that act on them import these)
 DEVICES = ("auto", "cpu", "cuda")
@@ -269,7 +269,7 @@ def upgrade_saved(data: dict) -> dict:
 
 
 def presets() -> list[str]:
-    """Names of the preset files in configs/."""
+    """Names of the preset files in configs/presets/."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 

@@ -19,10 +19,14 @@ def test_defaults_are_safe_slacs_published_settings():
     assert config.resolve("paper") == config.resolve()
 
 
-def test_every_preset_resolves():
-    assert {"smoke", "paper"} <= set(config.presets())
+def test_every_preset_resolves_and_every_overlay_on_it():
+    assert set(config.presets()) == {"smoke", "cpu-small", "cpu-fast", "paper"}  # overlays are not presets
     for name in config.presets():
-        config.resolve(name, cls=RobustConfig)  # adv-*.yaml set the adversary's section
+        config.resolve(name, cls=RobustConfig)
+    overlays = sorted(config.PRESET_DIR.parent.glob("*.yaml"))
+    assert {p.stem for p in overlays} >= {"adv-latent", "dr-dynamics", "physics-adversary"}
+    for path in overlays:  # adv-*.yaml set the adversary's section, dr-*.yaml the randomisation's
+        config.resolve("smoke", [path], cls=RobustConfig)
 
 
 def test_overrides_are_typed_and_nested():
