@@ -216,4 +216,5 @@ def test_shipped_configs_randomise_the_tilted_cartpole_source_only(tmp_path):
                                             steps=10, out=str(tgt)), progress=False)
     assert target.cfg.randomize.ranges == {} and target.cfg.adversary.kind == "none"
     assert not hasattr(target.env, "episode_params")
-    target.close()
+    target.run()
+    assert checkpoint.load(tgt)["counters"]["step"] == 10
