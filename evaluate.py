@@ -148,13 +148,18 @@ def check_env_sweep_flags(args: argparse.Namespace) -> None:
     report.parse_env_sweep(args.env_sweep)
 
 
+def attack_of(args: argparse.Namespace) -> evaluation.AttackSpec | None:
+    """The one test-time attack of --attack/--epsilon (None without --attack)."""
+    return evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
+
+
 def sweep_env(args: argparse.Namespace, env: str | None, common: dict) -> list[dict]:
     """--env-sweep: one metrics dict per value, in the order given, with the same episode seeds."""
     key, values = report.parse_env_sweep(args.env_sweep)
     if env is not None:  # the env is known: check its parameter before the checkpoint loads
         evaluation.check_env_sweep(env, key, values)
     evaluators = evaluation.sweep_evaluators(make_evaluator(args.checkpoint, env, args.device), key, values)
-    attack = evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
+    attack = attack_of(args)
     return [evaluation.evaluate(e, attack=attack, **common) for e in evaluators]
 
 
@@ -171,7 +176,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
         evaluators = [make_evaluator(args.compare[0], env, args.device)]
         env = evaluators[0].env_name
         evaluators += [make_evaluator(c, env, args.device) for c in args.compare[1:]]  # all fit first
-        attack = evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
+        attack = attack_of(args)
         return [evaluation.evaluate(e, attack=attack, **common) for e in evaluators], "checkpoint", None
     if args.env_sweep is not None:
         key = report.parse_env_sweep(args.env_sweep)[0]
@@ -182,7 +187,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
                  for eps in report.parse_epsilons(args.epsilon_sweep)]
         rows = [evaluation.evaluate(evaluator, attack=spec, **common) for spec in specs]
         return rows, "epsilon", lambda r: f"{r['epsilon']:g}"
-    attack = evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
+    attack = attack_of(args)
     video = {"video": args.video, "video_episodes": args.video_episodes, "overview_size": args.overview_size}
     metrics = evaluation.evaluate(evaluator, attack=attack, **video, **common)
     if args.tensorboard:
