@@ -319,3 +319,25 @@ def test_the_committed_smoke_study_spec_still_matches():
     names = lambda spec: {**spec, "methods": {m: {**v, "config": [Path(f).name for f in v["config"]]}  # noqa: E731
                                               for m, v in spec["methods"].items()}}  # written on another checkout
     assert names(again) == names(stored)
+
+
+def test_status_shows_the_step_of_running_training_cells(tmp_path):
+    """A cell whose lock is held is running; status prints the last step its metrics reached."""
+    import fcntl
+
+    from transfer import cell as cellmod
+    from transfer.runner import status
+
+    spec = check_spec({**BASE, "scratch": False})
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "spec.yaml").write_text(yaml.safe_dump(spec))
+    run_dir = out / "source/none/s0"
+    _metrics(run_dir, [{"step": 50, "loss/kl": 1.0}, {"step": 75, "eval/return": 2.0}])
+    (run_dir / "metrics.jsonl").open("a").write('{"step": 8')  # a record being written
+    lock = out / ".running" / f"{cellmod.safe_id('source/none/s0')}.lock"
+    lock.parent.mkdir()
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        text = status(out)
+    assert "source/none/s0: step 75 of 100" in text and "  source         0        1        0       0" in text
