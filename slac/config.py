@@ -68,6 +68,9 @@ class ModelConfig:
     # elsewhere they run in float32 with a warning (emulated bf16 is ~10x slower on an AVX2-only CPU).
     # Off in Safe SLAC's settings.
     bf16_convs: bool = False
+    # scales the decoder's hidden channel counts (SLAC's 256, 128, 64, 32 at 1.0); the decoder is about half
+    # of a model update's time on a CPU: at 0.5 a cpu-small agent step takes 0.75x the time (docs/notebook.md)
+    decoder_width: float = 1.0
     # with bf16_convs, also encode the online filter's single frames (acting, evaluation) in bf16; off: they
     # run in float32, which is faster for one frame at a time on a CPU (1.23 vs 0.83 ms per filter step)
     bf16_acting: bool = False
@@ -205,6 +208,7 @@ class Config:
         check_fields(self, choices={"device": DEVICES, "agent.lagrangian": LAGRANGE_RULES,
                                     "agent.latent_input": LATENT_INPUTS},
                      positive=["model.feature_dim", "model.z1_dim", "model.z2_dim", "model.image_noise",
+                               "model.decoder_width",
                                "model.sequence_length", "model.batch_size", "model.lr", "model.grad_clip_norm",
                                "agent.batch_size", "agent.lr", "agent.init_alpha", "agent.grad_clip_norm",
                                "train.steps", "train.buffer_size", "train.update_every",
@@ -261,10 +265,12 @@ class Config:
 def upgrade_saved(data: dict) -> dict:
     """A config saved in an older checkpoint, with the keys added since set to what that code did (so a
     reloaded run acts as it did): ``model.bf16_acting`` follows ``model.bf16_convs`` (the online filter
-    ran in bf16 whenever the convolutions did)."""
+    ran in bf16 whenever the convolutions did); ``model.decoder_width`` is 1 (the only width there was)."""
     model = data.get("model")
     if isinstance(model, dict) and "bf16_acting" not in model and "bf16_convs" in model:
         data = {**data, "model": {**model, "bf16_acting": model["bf16_convs"]}}
+    if isinstance(model, dict) and "decoder_width" not in model:
+        data = {**data, "model": {**data["model"], "decoder_width": 1.0}}
     return data
 
 
@@ -493,6 +499,11 @@ def _mlp_parameters(in_dim: int, out_dim: int, hidden: list[int]) -> int:
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
 
 
+def decoder_channels(width: float) -> tuple[int, int, int, int]:
+    """The decoder's hidden channel counts at ``model.decoder_width`` (SLAC's 256, 128, 64, 32 at 1)."""
+    return tuple(max(1, round(n * width)) for n in (256, 128, 64, 32))
+
+
 def network_parameters(cfg: Config, obs_shape: tuple[int, int, int], action_dim: int) -> dict[str, int]:
     """Parameter counts of the networks ``slac.learner.build_learner`` builds, from the layer sizes in
     ``slac/networks.py``, ``slac/latent.py`` and ``slac/agent.py`` (nothing is built): 'model' (the
@@ -505,8 +516,9 @@ def network_parameters(cfg: Config, obs_shape: tuple[int, int, int], action_dim:
     conv = lambda c_in, c_out, kernel: c_in * c_out * kernel + c_out  # weights + biases
     encoder = (conv(channels, 32, 25) + conv(32, 64, 9) + conv(64, 128, 9) + conv(128, 256, 9)
                + conv(256, m.feature_dim, last))
-    decoder = (conv(latent, 256, last) + conv(256, 128, 9) + conv(128, 64, 9) + conv(64, 32, 9)
-               + conv(32, channels, 25))
+    c1, c2, c3, c4 = decoder_channels(m.decoder_width)
+    decoder = (conv(latent, c1, last) + conv(c1, c2, 9) + conv(c2, c3, 9) + conv(c3, c4, 9)
+               + conv(c4, channels, 25))
     h = list(m.hidden_units)
     heads = (_mlp_parameters(m.z1_dim, 2 * m.z2_dim, h)  # p(z2_0 | z1_0)
              + _mlp_parameters(m.z2_dim + a, 2 * m.z1_dim, h)  # p(z1_{t+1} | z2_t, a_t)

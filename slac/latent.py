@@ -51,7 +51,7 @@ class LatentModel(nn.Module):
         self.latent_dim = z1 + z2
         image_shape, a = tuple(image_shape), action_dim
         self.encoder = Encoder(image_shape, feat, bf16=cfg.bf16_convs)  # x_t -> feat_t
-        self.decoder = Decoder(self.latent_dim, image_shape, bf16=cfg.bf16_convs)  # mean of p(x_t | z_t)
+        self.decoder = Decoder(self.latent_dim, image_shape, bf16=cfg.bf16_convs, width=cfg.decoder_width)  # p(x_t|z_t)
         self.z2_init = GaussianHead(z1, z2, hidden)  # p(z2_0 | z1_0), shared by prior and posterior
         self.z1_prior = GaussianHead(z2 + a, z1, hidden)  # p(z1_{t+1} | z2_t, a_t)
         self.z2_transition = GaussianHead(z1 + z2 + a, z2, hidden)  # p(z2_{t+1} | z1_{t+1}, z2_t, a_t)

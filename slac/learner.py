@@ -13,7 +13,7 @@ from slac.errors import InputError, unknown
 from slac.latent import LatentModel
 
 # fields of the model config that fix parameter shapes: a checkpoint must agree on all of them
-MODEL_SHAPE_KEYS = ("feature_dim", "z1_dim", "z2_dim", "hidden_units")
+MODEL_SHAPE_KEYS = ("feature_dim", "z1_dim", "z2_dim", "hidden_units", "decoder_width")
 AGENT_SHAPE_KEYS = ("hidden_units",)
 
 

@@ -16,6 +16,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
+from slac.config import decoder_channels
 from slac.errors import InputError
 
 # the encoder halves the image four times, then one convolution covers what is left
@@ -156,17 +157,19 @@ class Decoder(ConvNet):
     stride-2 upsamplings. (Safe SLAC also puts a LeakyReLU on the output; the mean here is linear.)
     """
 
-    def __init__(self, latent_dim: int, image_shape: tuple[int, ...], bf16: bool = False):
+    def __init__(self, latent_dim: int, image_shape: tuple[int, ...], bf16: bool = False, width: float = 1.0):
+        """``width`` scales the hidden channel counts (SLAC's 256, 128, 64, 32 at 1)."""
         super().__init__(bf16)
         check_image_size(image_shape)
-        channels, height, width = image_shape
+        channels, height, width_px = image_shape
+        c1, c2, c3, c4 = decoder_channels(width)
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(latent_dim, 256, (height // IMAGE_DIVISOR, width // IMAGE_DIVISOR)),
+            nn.ConvTranspose2d(latent_dim, c1, (height // IMAGE_DIVISOR, width_px // IMAGE_DIVISOR)),
             nn.LeakyReLU(0.2),  # (256, H/16, W/16)
-            nn.ConvTranspose2d(256, 128, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # (128, H/8, W/8)
-            nn.ConvTranspose2d(128, 64, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # (64, H/4, W/4)
-            nn.ConvTranspose2d(64, 32, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # (32, H/2, W/2)
-            nn.ConvTranspose2d(32, channels, 5, 2, 2, 1),  # (C, H, W)
+            nn.ConvTranspose2d(c1, c2, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # (128, H/8, W/8)
+            nn.ConvTranspose2d(c2, c3, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # (64, H/4, W/4)
+            nn.ConvTranspose2d(c3, c4, 3, 2, 1, 1), nn.LeakyReLU(0.2),  # (32, H/2, W/2)
+            nn.ConvTranspose2d(c4, channels, 5, 2, 2, 1),  # (C, H, W)
         ).apply(xavier_init).to(memory_format=torch.channels_last)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

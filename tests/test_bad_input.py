@@ -310,6 +310,7 @@ def test_evaluate_ranges_in_process(checkpoint, tmp, capsys):
 @pytest.mark.parametrize("preset, sets, obs_shape, action_dim", [
     ("smoke", [], (3, 64, 64), 2),
     ("cpu-small", [], (3, 64, 64), 1),
+    ("cpu-fast", ["model.decoder_width=0.3"], (3, 32, 32), 1),
     ("paper", ["model.feature_dim=24", "model.hidden_units=[]", "agent.hidden_units=[7, 9, 11]"], (3, 32, 48), 3),
 ])
 def test_parameter_formula_counts_the_real_networks(preset, sets, obs_shape, action_dim):

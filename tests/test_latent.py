@@ -235,3 +235,13 @@ def test_old_checkpoint_configs_keep_their_bf16_online_filter():
     assert upgrade_saved({"model": {"bf16_convs": True}})["model"]["bf16_acting"] is True
     assert upgrade_saved({"model": {"bf16_convs": False}})["model"]["bf16_acting"] is False
     assert upgrade_saved({"model": {"bf16_convs": True, "bf16_acting": False}})["model"]["bf16_acting"] is False
+
+
+def test_decoder_width_scales_its_channels_and_keeps_the_image_shape():
+    from slac.networks import Decoder
+    half = Decoder(12, SHAPE, width=0.5)
+    channels = [m.out_channels for m in half.net if isinstance(m, nn.ConvTranspose2d)]
+    assert channels == [128, 64, 32, 16, 3]
+    assert half(torch.zeros(2, 12)).shape == (2, *SHAPE)
+    full = [m.out_channels for m in Decoder(12, SHAPE).net if isinstance(m, nn.ConvTranspose2d)]
+    assert full == [256, 128, 64, 32, 3]  # SLAC's
