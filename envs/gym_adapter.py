@@ -44,7 +44,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.params import fill, require
-from envs.pixel_env import repeat
+from envs.pixel_env import repeat, to_native
 from slac.errors import InputError
 
 PREFIX = "gym:"
@@ -203,8 +203,7 @@ class GymPixelEnv(gym.Env):
 
     # ---- the parts of a step
     def _native(self, action) -> np.ndarray:
-        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        native = np.clip(self._low + (action + 1.0) * 0.5 * (self._high - self._low), self._low, self._high)
+        native = np.clip(to_native(action, self._low, self._high), self._low, self._high)  # float rounding
         return native.astype(self._native_dtype)
 
     def _render(self) -> np.ndarray:

@@ -15,6 +15,12 @@ import numpy as np
 from envs.rendering import Camera, asset_signature
 
 
+def to_native(action, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """An agent's action, clipped to [-1, 1], mapped linearly onto the box [low, high] (float64)."""
+    action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    return low + (action + 1.0) * 0.5 * (high - low)
+
+
 def repeat(step, action: np.ndarray, times: int) -> tuple[float, float, bool, bool]:
     """``step(action)`` -> (reward, cost, terminated, truncated) up to ``times`` times, stopping at an episode's
     end: the summed reward and cost and the last flags (one agent step of an action repeat)."""
@@ -102,8 +108,7 @@ class PixelEnv(gym.Env):
         return self._observation(), {"cost": 0.0}
 
     def step(self, action):
-        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        action = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
+        action = to_native(action, self._low, self._high)
         reward, cost, terminated, truncated = repeat(self.simulation_step, action, self.action_repeat)
         self._t += 1
         truncated = (self._t >= self.max_episode_steps or truncated) and not terminated

@@ -267,11 +267,12 @@ def upgrade_saved(data: dict) -> dict:
     reloaded run acts as it did): ``model.bf16_acting`` follows ``model.bf16_convs`` (the online filter
     ran in bf16 whenever the convolutions did); ``model.decoder_width`` is 1 (the only width there was)."""
     model = data.get("model")
-    if isinstance(model, dict) and "bf16_acting" not in model and "bf16_convs" in model:
-        data = {**data, "model": {**model, "bf16_acting": model["bf16_convs"]}}
-    if isinstance(model, dict) and "decoder_width" not in model:
-        data = {**data, "model": {**data["model"], "decoder_width": 1.0}}
-    return data
+    if not isinstance(model, dict):
+        return data
+    added = {"decoder_width": 1.0} if "decoder_width" not in model else {}
+    if "bf16_acting" not in model and "bf16_convs" in model:
+        added["bf16_acting"] = model["bf16_convs"]
+    return {**data, "model": {**model, **added}} if added else data
 
 
 def presets() -> list[str]:

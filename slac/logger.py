@@ -57,6 +57,15 @@ class Logger:
         record.update({k: float(v) for k, v in (metrics or {}).items()})
         self._sums.clear()
         self._counts.clear()
+        self._emit(step, record)
+        return record
+
+    def event(self, step: int, metrics: dict[str, float]) -> None:
+        """Write one record of ``metrics`` alone (e.g. a finished episode's), leaving the averages pending."""
+        self._emit(step, {k: float(v) for k, v in metrics.items()})
+
+    def _emit(self, step: int, record: dict[str, float]) -> None:
+        """One record at ``step`` to metrics.jsonl and TensorBoard."""
         line = {"step": step, **{k: _finite_or_str(v) for k, v in record.items()}}
         self._jsonl.write(json.dumps(line) + "\n")
         self._jsonl.flush()
@@ -64,16 +73,6 @@ class Logger:
             for k, v in record.items():
                 self._writer.add_scalar(k, v, step)
             self._writer.flush()
-        return record
-
-    def event(self, step: int, metrics: dict[str, float]) -> None:
-        """Write one record of ``metrics`` alone (e.g. a finished episode's), leaving the averages pending."""
-        line = {"step": step, **{k: _finite_or_str(float(v)) for k, v in metrics.items()}}
-        self._jsonl.write(json.dumps(line) + "\n")
-        self._jsonl.flush()
-        if self._writer is not None:
-            for k, v in metrics.items():
-                self._writer.add_scalar(k, float(v), step)
 
     def image(self, tag: str, image_chw: np.ndarray, step: int) -> None:
         if self._writer is not None:
