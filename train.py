@@ -7,7 +7,8 @@
     python train.py --resume DIR [--steps N] [--set train.threads=N]   (the run keeps its saved config)
 
 A run holds a lock on its directory; a second run on it is refused. Ctrl-C or SIGTERM saves a
-checkpoint and exits; a run killed any other way resumes from its last checkpoint, exactly.
+checkpoint and exits with 128 + the signal (130, 143: unfinished, so a wrapper does not count it
+done); a run killed any other way resumes from its last checkpoint, exactly.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training stopped: {e}", file=sys.stderr)
         return 1
     out = trainer.out_dir
-    if trainer.interrupted:
-        return 0
+    if trainer.interrupted:  # saved but unfinished: the shell's 128+signal, so wrappers do not count it done
+        return 128 + trainer.interrupted
     summary = ", ".join(f"{k}={v:.3g}" for k, v in final.items()) if final else "no final evaluation"
     print(f"done: {summary}\n  metrics:     {out / 'metrics.jsonl'}\n  checkpoints: {out / 'checkpoints'}\n"
           f"  tensorboard: tensorboard --logdir {out / 'tensorboard'}")

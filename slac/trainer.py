@@ -121,7 +121,7 @@ class Trainer:
         self._episode: dict = {}  # the running episode's return, cost, and whether the policy acted all of it
         self._resumed: dict | None = None  # a resumed run's episode and filter state, until the loop restores them
         self._stop_signal: int | None = None
-        self.interrupted = False  # set when a signal stopped the run (a checkpoint was saved)
+        self.interrupted: int | None = None  # the signal that stopped the run early (a checkpoint was saved)
         self.code_version = checkpoint.code_version()
 
         self.fresh_optimizers = False  # fine-tuning an exported agent: its optimisers start fresh
@@ -451,7 +451,7 @@ class Trainer:
 
     def _stop(self) -> None:
         path = self.save()
-        self.interrupted = True
+        self.interrupted = self._stop_signal
         self._bar.close()
         print(f"\nstopped by signal {self._stop_signal} at step {self.counters['step']}; saved {path}. "
               f"Resume with: python train.py --resume {self.out_dir}")
