@@ -241,6 +241,18 @@ def test_eta_counts_the_longest_chain_and_the_slots():
     assert eta_seconds([Cell("attack/a/x/s0", "attack", Path("x"), [])], walls, 1, {}) == pytest.approx(250 / 3)
 
 
+def test_cells_that_build_on_a_source_go_before_new_sources():
+    from transfer.grid import Cell
+    from transfer.runner import submission_order
+
+    src_a, src_b = Cell("source/a/s0", "source", Path("x"), []), Cell("source/b/s0", "source", Path("x"), [])
+    scratch = Cell("scratch/t/s0", "scratch", Path("x"), [])
+    sweep = Cell("env_sweep/a/m/s0", "env_sweep", Path("x"), [], deps=["source/a/s0"])
+    ft = Cell("finetune/a/t/s0", "finetune", Path("x"), [], deps=["source/a/s0"])
+    order = submission_order([src_a, src_b, scratch, sweep, ft])
+    assert [c.id for c in order] == [sweep.id, ft.id, src_a.id, src_b.id, scratch.id]
+
+
 def _done_cells(out: Path) -> list[Path]:
     return sorted(p.parent for p in out.rglob("done.json"))
 

@@ -140,6 +140,13 @@ def eta_seconds(left: list[grid.Cell], walls: dict[str, list[float]], slots: int
     return max(total / max(slots, 1), max(finish.values(), default=0.0))
 
 
+def submission_order(pending: list[grid.Cell]) -> list[grid.Cell]:
+    """Cells that build on another (fine-tunes, sweeps, attacks) before new sources and scratch runs, each
+    group in spec order: a started method's results are complete before the next method starts, so a study
+    stopped half-way has whole rows to report."""
+    return sorted(pending, key=lambda c: -len(c.deps))
+
+
 def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | None = None,
         dry_run: bool = False, python: str = sys.executable, echo=print) -> int:
     out = Path(out).resolve()
@@ -195,7 +202,7 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
             progressed = True
             while progressed and len(in_flight) < (max_parallel or 10**9):
                 progressed = False
-                for c in list(pending):
+                for c in submission_order(pending):
                     states = [dep_ok(d) for d in c.deps]
                     if False in states:  # a dependency failed: not this session
                         pending.remove(c)
