@@ -24,9 +24,8 @@ lint: install
 test: install lint
 	MUJOCO_GL=$${MUJOCO_GL:-egl} $(BIN)/python -m pytest -q -n 2 tests
 
-# demo runs demo-smoke until an agent is shipped: once agents/cartpole-tilted-none exists it switches
-# to demo-agent (and the README's first command with it).
-demo: demo-smoke
+# the README's first command: the shipped agent (demo-agent); demo-smoke is the workflow on a smoke run
+demo: demo-agent
 
 # the whole workflow on a smoke run it trains itself (source training, fine-tuning, evaluation, video)
 demo-smoke: install

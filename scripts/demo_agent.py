@@ -3,7 +3,7 @@ targets, a short fine-tune in one target with the cost it pays, and a video.
 
     python scripts/demo_agent.py [--agent agents/cartpole-tilted-none]
                                  [--targets tilted-weak-motor tilted-colours] [--finetune tilted-weak-motor]
-                                 [--finetune-steps 1500] [--episodes 10] [--workers 2] [--seed 0]
+                                 [--finetune-steps 3000] [--episodes 10] [--workers 2] [--seed 0]
                                  [--print-every 100] [--set KEY=VALUE ...] [--out runs/demo-agent-...]
 
 (``make demo-agent`` runs it with these defaults.) The agent is a folder written by
@@ -21,16 +21,18 @@ agent's. In one process it does what these commands do:
          printing the lifetime target cost (train/lifetime_cost) every --print-every steps
     3/3  where the files are, what was measured and what was not
 
-The fine-tune is a demonstration, not the study's fine-tuning: it runs N steps (default 1500) with a
+The fine-tune is a demonstration, not the study's fine-tuning: it runs N steps (default 3000) with a
 shortened schedule (C = min(250, N/4) steps collected with the loaded policy, no model-only
 pre-training, one evaluation at the end) where a target run would otherwise inherit the agent's own
-schedule (cpu-small: 2,000 collection steps and 5,000 pre-training updates, which alone take longer
-than the whole demo on a CPU). ``--set train.initial_learning_steps=5000`` (etc.) puts parts of the
+schedule (cpu-fast: 2,000 collection steps and 5,000 pre-training updates, which alone take about as
+long as the whole demo on a CPU). ``--set train.initial_learning_steps=5000`` (etc.) puts parts of the
 study's schedule back; ``--finetune-steps 0`` skips the fine-tune.
 
-Time, for a cpu-small-sized agent on dmc-cartpole-tilted on 2 cores, from the per-step costs below (the ETA
-lines use them): the table ~1 min (30 episodes of ~2 s on 2 workers, 125 agent steps each), the fine-tune
-~6 min (1,250 steps with updates at ~0.3 s, 250 collection steps, 2 x 5 evaluation episodes): ~7-8 min.
+Time, for the shipped agent (cpu-fast, 32x32) on 2 quiet cores, from the per-step costs below (the ETA
+lines use them): the table ~20 s (30 episodes of ~0.8 s on 2 workers, 125 agent steps each, and the
+video), the fine-tune ~5.5 min (2,750 steps with updates at ~0.11 s, 250 collection steps, 2 x 5
+evaluation episodes). Over its 3,000 steps (one seed, docs/results.md) the shipped agent's cost in the
+weak-motor target first rises (its evaluations: 58 zero-shot, 204 at 1,500) and then falls (10 at 3,000).
 
 Without the agent folder (none is shipped yet) it exits with status 2 and says so; ``make demo-smoke``
 (``scripts/demo.py``) shows the whole workflow on a smoke run it trains itself.
@@ -61,13 +63,14 @@ TARGETS = ("tilted-weak-motor", "tilted-colours")  # the one shift that broke a 
 FINETUNE = "tilted-weak-motor"
 COLLECT = 250  # at most this many fine-tuning steps collected with the loaded policy before any update
 
-# Seconds, for the ETA lines: a cpu-small agent on dmc-cartpole-tilted (125 agent steps per episode), one core.
-EPISODE_S = 2.0        # one evaluation episode: acting with the filter, the env's physics and 64x64 rendering
-VIDEO_EPISODE_S = 4.0  # one episode recorded: plus the 256-pixel overview and the reconstruction of each frame
-SPAWN_S = 5.0          # starting the evaluation's worker processes (torch, MuJoCo, the checkpoint), in parallel
-ACT_S = 0.012          # one agent step acting without updates (the fine-tune's initial collection)
-PRETRAIN_S = 0.2       # one model-only pre-training update
-UPDATE_STEP_S = 0.3    # one agent step with its share of model and agent updates (updates_per_step 1)
+# Seconds, for the ETA lines: the shipped agent (cpu-fast, 32x32, dmc-cartpole-tilted, 125 agent steps per
+# episode) on one quiet core, from a timed run of this demo (2:46 in all); a 64x64 cpu-small agent takes ~3x.
+EPISODE_S = 0.8        # one evaluation episode: acting with the filter, the env's physics and rendering
+VIDEO_EPISODE_S = 2.0  # one episode recorded: plus the 256-pixel overview and the reconstruction of each frame
+SPAWN_S = 3.0          # starting the evaluation's worker processes (torch, MuJoCo, the checkpoint), in parallel
+ACT_S = 0.008          # one agent step acting without updates (the fine-tune's initial collection)
+PRETRAIN_S = 0.06      # one model-only pre-training update
+UPDATE_STEP_S = 0.11   # one agent step with its share of model and agent updates (updates_per_step 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", nargs="+", default=list(TARGETS), metavar="SHIFT",
                    help="shifts whose target envs the agent is evaluated in zero-shot")
     p.add_argument("--finetune", default=FINETUNE, metavar="SHIFT", help="the shift whose target env it fine-tunes in")
-    p.add_argument("--finetune-steps", type=int, default=1500, help="agent steps of the fine-tune (0: none)")
+    p.add_argument("--finetune-steps", type=int, default=3000, help="agent steps of the fine-tune (0: none)")
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per env in the table")
     p.add_argument("--workers", type=int, default=2, help="worker processes for the evaluation episodes")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (episode k's seed derives from it and k)")
@@ -191,7 +194,7 @@ def part(title: str, eta_s: float | None = None) -> None:
 
 
 def eta(seconds: float) -> None:
-    print(f"   ETA ~{seconds / 60:.1f} min (estimated for a cpu-small-sized agent on dmc-cartpole-tilted, 2 cores)",
+    print(f"   ETA ~{seconds / 60:.1f} min (estimated for the shipped cpu-fast agent on quiet cores)",
           flush=True)
 
 
