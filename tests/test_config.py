@@ -84,9 +84,11 @@ def test_a_preset_extends_another_with_only_its_differences(tmp_path, monkeypatc
     fast, small = config.resolve("cpu-fast"), config.resolve("cpu-small")
     assert fast.env_overrides == {"image_size": 32} and small.env_overrides == {}
     assert (fast.model.image_noise, small.model.image_noise) == (0.04, 0.16)
+    assert (fast.train.steps, small.train.steps) == (24000, 20000)
     # everything else is cpu-small's
-    same = lambda c: {**config.to_dict(c), "env_overrides": {}, "model": {**config.to_dict(c)["model"],  # noqa: E731
-                                                                          "image_noise": 0}}
+    same = lambda c: {**config.to_dict(c), "env_overrides": {},  # noqa: E731
+                      "model": {**config.to_dict(c)["model"], "image_noise": 0},
+                      "train": {**config.to_dict(c)["train"], "steps": 0}}
     assert same(fast) == same(small)
     (tmp_path / "a.yaml").write_text("extends: b\n")
     (tmp_path / "b.yaml").write_text("extends: a\n")
