@@ -22,7 +22,7 @@ from transfer.spec import REPO
 ARMS = ("source", "zero_shot", "finetune", "scratch", "attack", "env_sweep")
 # seconds per agent step of a training run on one quiet core, by preset (None: not measured)
 STEP_SECONDS = {"cpu-small": 0.229,   # docs/results.md: ~2.6 h per 20k-step run with native bf16
-                "cpu-fast": 0.078,    # 0.34x cpu-small's (benchmarks/preset_step_time.py, docs/performance.md)
+                "cpu-fast": 0.125,    # measured: 24k-step runs (pre-training, evaluations) in 50 min, two side by side
                 "smoke": 0.042,       # measured: toy-reach, 400 vs 100 steps (23.2 s vs 10.7 s), busy 2-core machine
                 "paper": None}
 
