@@ -259,19 +259,10 @@ def _done_cells(out: Path) -> list[Path]:
 
 def _wait_for_cells_to_stop(study: Path, timeout: float = 120.0) -> None:
     """Until no cell holds its lock in DIR/.running (each running cell holds one while it runs)."""
-    import fcntl
+    from transfer.cell import wait_unlocked
 
-    deadline = time.monotonic() + timeout
     for lock in (study / ".running").glob("*.lock"):
-        with open(lock) as f:
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    fcntl.flock(f, fcntl.LOCK_UN)
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, f"{lock.name} is still held after the runner was killed"
-                    time.sleep(0.1)
+        assert wait_unlocked(lock, timeout, poll=0.1), f"{lock.name} is still held after the runner was killed"
 
 
 def test_study_end_to_end_killed_and_continued(tmp_path):

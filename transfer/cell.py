@@ -50,11 +50,11 @@ def _prepare_child() -> None:
         pass
 
 
-def _wait_unlocked(run_dir: Path, timeout: float = LOCK_WAIT_S) -> None:
-    """Wait until no process holds the run directory's lock (slac/rundir.py)."""
-    lock = run_dir / ".lock"
+def wait_unlocked(lock: Path, timeout: float = 0.0, poll: float = 0.5) -> bool:
+    """True once no process holds ``lock`` (an flock; a missing file is free), False if one still holds it
+    after ``timeout`` seconds (0: one look)."""
     if not lock.exists():
-        return
+        return True
     deadline = time.monotonic() + timeout
     fd = os.open(lock, os.O_RDWR)
     try:
@@ -62,11 +62,11 @@ def _wait_unlocked(run_dir: Path, timeout: float = LOCK_WAIT_S) -> None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 fcntl.flock(fd, fcntl.LOCK_UN)
-                return
+                return True
             except OSError:
-                if time.monotonic() > deadline:
-                    return  # train.py will report who holds it
-                time.sleep(0.5)
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(poll)
     finally:
         os.close(fd)
 
@@ -121,7 +121,7 @@ def execute(task: dict, *deps: dict) -> dict:
             log = study / "logs" / f"{safe_id(task['id'])}.{i}-{stage['kind']}.log"
             if stage["kind"] == "train":
                 run_dir = Path(stage["run_dir"])
-                _wait_unlocked(run_dir)
+                wait_unlocked(run_dir / ".lock", LOCK_WAIT_S)  # still held: train.py reports who holds it
                 (run_dir / FAILED).unlink(missing_ok=True)  # a fresh run needs a folder with only run files
                 step = _checkpoint_step(run_dir)
                 argv = stage["new"] if step is None else stage["resume"]

@@ -8,7 +8,6 @@ gets that run's ObjectRef as an argument. ``--max-parallel N`` keeps at most N c
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -28,16 +27,8 @@ SPEC = "spec.yaml"
 def cell_state(c: grid.Cell, study: Path) -> str:
     if (c.dir / cellmod.DONE).exists():
         return "done"
-    lock = study / ".running" / f"{cellmod.safe_id(c.id)}.lock"
-    if lock.exists():
-        fd = os.open(lock, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        except OSError:
-            return "running"
-        finally:
-            os.close(fd)
+    if not cellmod.wait_unlocked(study / ".running" / f"{cellmod.safe_id(c.id)}.lock"):
+        return "running"
     if (c.dir / cellmod.FAILED).exists():
         return "failed"
     return "pending"
