@@ -30,6 +30,7 @@ from slac.config import upgrade_saved
 from slac.errors import InputError
 
 LATEST = "latest.pt"
+BEST = "best.pt"  # train.keep_best_feasible: the kept checkpoint with the best evaluation within the budget
 AGENT = "agent.pt"  # an exported agent's weights, in its folder agents/<name>/
 FORMAT_VERSION = 1
 REPLAY_KEYS = ("frames", "action", "reward", "cost", "terminated", "first", "cursor", "size")
@@ -69,14 +70,18 @@ def save_replay(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def save_snapshot(ckpt_dir: Path, state: dict, replay, keep: bool) -> Path:
+def save_snapshot(ckpt_dir: Path, state: dict, replay, keep: bool, best: bool = False) -> Path:
     """Write ``latest.pt`` and its replay (``replay()`` gives the arrays; a replay of this step already
-    written is reused) as one snapshot, plus a kept copy ``step_<step>.pt`` if ``keep``."""
+    written is reused) as one snapshot, plus a kept copy ``step_<step>.pt`` if ``keep`` and ``best.pt``
+    if ``best``. ``best.pt`` goes before ``latest.pt``: a kill between them resumes from the older
+    snapshot, which replays the same steps and writes the same ``best.pt`` again."""
     step = int(state["counters"]["step"])
     name = replay_name(step)
     if not (ckpt_dir / name).is_file():
         save_replay(ckpt_dir / name, replay())
     state = {**state, "replay_file": name}
+    if best:
+        save(ckpt_dir / BEST, state)
     latest = ckpt_dir / LATEST
     save(latest, state)
     if keep:
@@ -96,12 +101,14 @@ def clean_stale(ckpt_dir: Path, replay_in_use: str | None) -> None:
             path.unlink(missing_ok=True)
 
 
-def resolve_path(run_dir_or_file: str | Path) -> Path:
-    """A run directory means its ``checkpoints/latest.pt``, an exported agent's folder its ``agent.pt``;
-    a file is taken as is."""
+def resolve_path(run_dir_or_file: str | Path, latest: bool = False) -> Path:
+    """A run directory means its ``checkpoints/best.pt`` if it kept one (``train.keep_best_feasible``),
+    else its ``checkpoints/latest.pt`` (always that with ``latest``: the snapshot a resume continues);
+    an exported agent's folder means its ``agent.pt``; a file is taken as is."""
     p = Path(run_dir_or_file)
     if p.is_dir():
-        for candidate in (p / "checkpoints" / LATEST, p / LATEST, p / AGENT):
+        candidates = (p / "checkpoints" / LATEST, p / LATEST, p / AGENT)
+        for candidate in candidates if latest else (p / "checkpoints" / BEST, *candidates):
             if candidate.is_file():
                 return candidate
         raise InputError(f"no checkpoint in run directory {str(p)!r} (looked for checkpoints/{LATEST}, {LATEST} "
@@ -111,9 +118,9 @@ def resolve_path(run_dir_or_file: str | Path) -> Path:
     return p
 
 
-def load(run_dir_or_file: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint without executing pickled code; corrupt files raise InputError."""
-    path = resolve_path(run_dir_or_file)
+def load(run_dir_or_file: str | Path, map_location="cpu", latest: bool = False) -> dict:
+    """Load a checkpoint (:func:`resolve_path`) without executing pickled code; corrupt files raise InputError."""
+    path = resolve_path(run_dir_or_file, latest)
     if not zipfile.is_zipfile(path):  # torch.save writes zip archives; torch.load would try it as a raw pickle
         raise InputError(f"checkpoint {str(path)!r} is corrupt or not a checkpoint of this project: it is not "
                          "a zip archive as torch.save writes")

@@ -155,6 +155,12 @@ class TrainConfig:
     log_interval: int = 1_000
     # agent steps between checkpoints (the latest is always overwritten; these are kept)
     checkpoint_interval: int = 50_000
+    # source phase: also keep checkpoints/best.pt, the kept checkpoint whose evaluation (the one at its
+    # step) was within the budget with the highest return; a run directory then means that checkpoint to
+    # evaluate.py, --phase target, export and the study (--resume still continues latest.pt). Safe SLAC:
+    # false (the final weights). A choice among checkpoints by source evaluations only: in a target,
+    # evaluation episodes would be real episodes that the lifetime cost does not count
+    keep_best_feasible: bool = False
     # agent steps between image reconstructions in TensorBoard; 0 = never
     image_log_interval: int = 25_000
     # torch threads (0 = torch default), at most 1024

@@ -76,8 +76,9 @@ def make_trainer(request: RunRequest, progress: bool = True, config_cls: type[co
         run_dir = Path(request.resume)
         if not run_dir.is_dir():
             raise InputError(f"--resume {request.resume!r} is not a run directory (give the --out of the run)")
-        if (run_dir / checkpoint.AGENT).is_file() and checkpoint.resolve_path(run_dir).name == checkpoint.AGENT:
-            checkpoint.check_resumable(checkpoint.load(run_dir))  # an exported agent: refused before a lock file
+        exported = checkpoint.resolve_path(run_dir, latest=True).name == checkpoint.AGENT
+        if (run_dir / checkpoint.AGENT).is_file() and exported:  # an exported agent: refused before a lock file
+            checkpoint.check_resumable(checkpoint.load(run_dir, latest=True))
         lock = RunLock(run_dir)  # before reading: no other run may be writing it
         return _with_lock(lock, lambda: _resumed_trainer(request, run_dir, lock, progress, config_cls, inputs))
 
@@ -95,7 +96,7 @@ def _with_lock(lock: RunLock, build):
 
 def _resumed_trainer(request: RunRequest, run_dir: Path, lock: RunLock, progress: bool,
                      config_cls: type[config.Config], inputs: InputsFactory) -> Trainer:
-    state = checkpoint.load(run_dir)
+    state = checkpoint.load(run_dir, latest=True)
     cfg = config.resolve(sets=request.sets, base=state["config"], cls=config_cls)  # the saved config, --set on top
     if request.steps is not None:  # extend a run (or shorten one not yet there)
         done = state["counters"]["step"]

@@ -114,7 +114,8 @@ class Trainer:
         self.buffer = SequenceReplayBuffer(cfg.train.buffer_size, tuple(self.spec["obs_shape"]),
                                            self.spec["action_dim"], cfg.model.sequence_length)
         self.counters = {"step": 0, "env_steps": 0, "episodes": 0, "updates": 0, "model_updates": 0,
-                         "lifetime_cost": 0.0, "pretrained": False, "zero_shot_done": False}
+                         "lifetime_cost": 0.0, "pretrained": False, "zero_shot_done": False,
+                         "best_feasible_step": -1, "best_feasible_return": 0.0}  # best.pt's, -1: none yet
         self.source_checkpoint = ""
         self._update_credit = 0.0
         self.policy = LatentPolicy(self.model, self.agent, self.device, deterministic=False)
@@ -182,9 +183,24 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.rng.bit_generator.state = json.loads(rng["numpy"])
 
-    def save(self, keep: bool = False) -> Path:
-        """Write ``checkpoints/latest.pt`` and its replay buffer as one snapshot; ``keep`` adds a copy."""
-        return checkpoint.save_snapshot(self.ckpt_dir, self.state_dict(), self.buffer.state_dict, keep)
+    def save(self, keep: bool = False, best: bool = False) -> Path:
+        """Write ``checkpoints/latest.pt`` and its replay buffer as one snapshot; ``keep`` adds a copy,
+        ``best`` a ``best.pt``."""
+        return checkpoint.save_snapshot(self.ckpt_dir, self.state_dict(), self.buffer.state_dict, keep, best)
+
+    def _new_best_feasible(self, evaluation: dict[str, float]) -> bool:
+        """Whether the checkpoint saved at this evaluation's step becomes ``best.pt``
+        (``train.keep_best_feasible``, source phase): mean cost within the budget and a return at least
+        the best kept so far (a tie goes to the later). Records it in the counters."""
+        c = self.counters
+        if not (self.cfg.train.keep_best_feasible and self.phase == "source"):
+            return False
+        if evaluation["eval/cost"] > evaluation["eval/budget"]:
+            return False
+        if c["best_feasible_step"] >= 0 and evaluation["eval/return"] < c["best_feasible_return"]:
+            return False
+        c["best_feasible_step"], c["best_feasible_return"] = c["step"], float(evaluation["eval/return"])
+        return True
 
     # ---------------------------------------------------------------- updates
     def _batch(self, batch_size: int) -> dict[str, torch.Tensor]:
@@ -429,7 +445,8 @@ class Trainer:
             self._bar.set_description(f"{self.phase} {self.cfg.env} eval ret {evaluation['eval/return']:.1f} "
                                       f"cost {evaluation['eval/cost']:.1f}")
         if c["step"] % cfg.checkpoint_interval == 0 or last_step:
-            self.save(keep=c["step"] % cfg.checkpoint_interval == 0)
+            best = evaluation is not None and self._new_best_feasible(evaluation)
+            self.save(keep=c["step"] % cfg.checkpoint_interval == 0, best=best)
         return evaluation
 
     def _mark(self, now: float) -> dict:

@@ -84,11 +84,13 @@ def test_a_preset_extends_another_with_only_its_differences(tmp_path, monkeypatc
     fast, small = config.resolve("cpu-fast"), config.resolve("cpu-small")
     assert fast.env_overrides == {"image_size": 32} and small.env_overrides == {}
     assert (fast.model.image_noise, small.model.image_noise) == (0.04, 0.16)
-    assert (fast.train.steps, small.train.steps) == (24000, 20000)
+    train = ("steps", "keep_best_feasible", "eval_interval", "eval_episodes")
+    assert [getattr(fast.train, k) for k in train] == [24000, True, 2000, 20]
+    assert [getattr(small.train, k) for k in train] == [20000, False, 1000, 5]
     # everything else is cpu-small's
     same = lambda c: {**config.to_dict(c), "env_overrides": {},  # noqa: E731
                       "model": {**config.to_dict(c)["model"], "image_noise": 0},
-                      "train": {**config.to_dict(c)["train"], "steps": 0}}
+                      "train": {**config.to_dict(c)["train"], **dict.fromkeys(train, 0)}}
     assert same(fast) == same(small)
     (tmp_path / "a.yaml").write_text("extends: b\n")
     (tmp_path / "b.yaml").write_text("extends: a\n")

@@ -180,18 +180,75 @@ def test_interrupted_and_resumed_run_is_bitwise_the_straight_run(straight_run, t
     out = tmp_path / "run"
     trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=5, out=str(out)),
                            progress=False)
-    env_step = trainer.env.step
-
-    def step_then_interrupt(action):
-        if trainer.counters["step"] == stop_at - 1:
-            trainer.request_stop(signal.SIGTERM)
-        return env_step(action)
-
-    trainer.env.step = step_then_interrupt
+    stop_after_step(trainer, stop_at)
     trainer.run()
     assert checkpoint.load(out)["counters"]["step"] == stop_at
     make_trainer(RunRequest(resume=str(out)), progress=False).run()
     assert_same_run(straight_run, out)
+
+
+def stop_after_step(trainer, step: int) -> None:
+    """Make ``trainer`` receive a SIGTERM while it takes agent step ``step`` (it saves there and stops)."""
+    env_step = trainer.env.step
+
+    def step_then_interrupt(action):
+        if trainer.counters["step"] == step - 1:
+            trainer.request_stop(signal.SIGTERM)
+        return env_step(action)
+
+    trainer.env.step = step_then_interrupt
+
+
+BEST_SETS = ["train.keep_best_feasible=true", "train.eval_interval=50", "train.checkpoint_interval=50"]
+
+
+def test_best_feasible_rule_on_given_evaluations(tmp_path):
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=1, out=str(tmp_path / "r"),
+                                      sets=BEST_SETS), progress=False)
+    evaluation = lambda ret, cost: {"eval/return": ret, "eval/cost": cost, "eval/budget": 25.0}  # noqa: E731
+    for step, ret, cost, kept in [(100, 50.0, 25.5, False),  # over the budget, whatever its return
+                                  (150, 10.0, 25.0, True),   # at the budget counts as within it
+                                  (200, 9.0, 0.0, False),    # a lower return
+                                  (250, 10.0, 3.0, True),    # a tie goes to the later checkpoint
+                                  (300, 60.0, 40.0, False)]:
+        trainer.counters["step"] = step
+        assert trainer._new_best_feasible(evaluation(ret, cost)) is kept, step
+    assert (trainer.counters["best_feasible_step"], trainer.counters["best_feasible_return"]) == (250, 10.0)
+    trainer.phase = "target"  # evaluation episodes in a target would be real ones: no choice there
+    assert not trainer._new_best_feasible(evaluation(99.0, 0.0))
+    trainer.phase, trainer.cfg.train.keep_best_feasible = "source", False
+    assert not trainer._new_best_feasible(evaluation(99.0, 0.0))
+    trainer.lock.release()
+
+
+def test_best_pt_is_the_best_kept_evaluation_and_a_resume_keeps_choosing_it(tmp_path):
+    """A budget no episode reaches makes every evaluation feasible: best.pt is the kept checkpoint with
+    the highest evaluation return in metrics.jsonl. A run directory then means best.pt; --resume
+    continues latest.pt, and a run stopped after its first best.pt and resumed chooses the same one."""
+    sets = [*BEST_SETS, "agent.budget=1e9"]
+    runs = {}
+    for name, stop_at in (("straight", None), ("resumed", 130)):
+        out = runs[name] = tmp_path / name
+        trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=1, out=str(out),
+                                          sets=sets), progress=False)
+        if stop_at:
+            stop_after_step(trainer, stop_at)
+        trainer.run()
+        if stop_at:
+            assert (out / "checkpoints" / checkpoint.BEST).is_file()
+            make_trainer(RunRequest(resume=str(out)), progress=False).run()
+    out = runs["straight"]
+    returns = {r["step"]: r["eval/return"] for r in read_metrics(out / "metrics.jsonl") if "eval/return" in r}
+    assert len(returns) >= 3 and all(step % 50 == 0 for step in returns)  # each evaluation has a kept checkpoint
+    expected = max(returns, key=lambda step: (returns[step], step))
+    best = checkpoint.load(out)
+    assert Path(best["path"]).name == checkpoint.BEST and best["counters"]["step"] == expected
+    assert best["counters"]["best_feasible_step"] == expected
+    assert_same_tensors(best["model"], checkpoint.load(out / "checkpoints" / f"step_{expected:09d}.pt")["model"])
+    assert checkpoint.load(out, latest=True)["counters"]["step"] == 200
+    resumed = checkpoint.load(runs["resumed"])
+    assert resumed["counters"] == best["counters"]
+    assert_same_tensors(resumed["agent"], best["agent"])
 
 
 def test_stopped_in_model_pretraining_and_resumed_is_bitwise_the_straight_run(straight_run, tmp_path):
