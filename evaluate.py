@@ -50,7 +50,8 @@ MAX_OVERVIEW_SIZE = 4096  # the video's panel height; larger frames would not fi
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint", help="run directory (its checkpoints/latest.pt) or .pt file")
+    which.add_argument("--checkpoint",
+                       help="run directory (its checkpoints/best.pt if it kept one, else latest.pt) or .pt file")
     which.add_argument("--compare", nargs="+", metavar="RUN", help="several checkpoints, one table row each")
     p.add_argument("--env", help="env to evaluate in (python -m envs --list); default: the checkpoint's")
     p.add_argument("--shift", help="a shift name; --side picks its source or target env")

@@ -35,6 +35,7 @@ from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 from envs.backend import RENDER_BACKENDS, backend_error  # noqa: E402
+from envs.params import RECOLOURED  # noqa: E402
 from slac.errors import InputError, unknown  # noqa: E402
 
 
@@ -136,8 +137,7 @@ _CARTPOLE_VARIANTS = {
     "long-pole": ("pole 1.0 → 1.6 long", {"pole_length": 1.6}),
     "heavy-pole": ("pole mass 0.1 → 0.4", {"pole_mass": 0.4}),
     "high-gravity": ("gravity 9.81 → 15", {"gravity": 15.0}),
-    "recoloured": ("red body, dark floor, dim light",
-                   {"body_rgba": (0.8, 0.15, 0.1, 1.0), "floor_rgba": (0.25, 0.25, 0.3, 1.0), "light_diffuse": 0.4}),
+    "recoloured": ("red body, dark floor, dim light", dict(RECOLOURED)),
     "weak-motor": ("actuator gain 10 → 6", {"actuator_gain": 6.0}),
 }
 for _name, (_task, _description, _params) in _CARTPOLES.items():

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from envs.params import check_rgba, fill, require
+from envs.params import RECOLOURED, check_rgba, fill, require
 from envs.pixel_env import PixelEnv
 
 CONTROL_STEPS_PER_EPISODE = 1000
@@ -73,6 +73,10 @@ class CartpoleParams(CommonParams):
     # drawn radius of the pole (the suite's is 0.045 m, under 2 pixels wide at 64x64); a wider pole is a
     # massless, contact-free capsule around it, so the dynamics do not change. None: the suite's look
     pole_visual_radius: float | None = None
+    # fraction of the way from the env's look (body and floor colours, light) to RECOLOURED's, blended
+    # linearly: one number for an appearance shift's size, e.g. --env-sweep recolour=0,0.5,1 (1 is
+    # the recoloured envs' look; 0 leaves the look as it is)
+    recolour: float = 0.0
 
     def validate(self, env_name: str) -> None:
         super().validate(env_name)
@@ -82,6 +86,7 @@ class CartpoleParams(CommonParams):
                 f"override 'pole_visual_radius' for env {env_name!r} must be in (0, 0.3] (metres)")
         require(self.init_angle is None or 0 <= self.init_angle <= 1.5,
                 f"override 'init_angle' for env {env_name!r} must be in [0, 1.5] (radians)")
+        require(0 <= self.recolour <= 1, f"override 'recolour' for env {env_name!r} must be in [0, 1]")
         check_rgba("body_rgba", self.body_rgba, env_name)
 
 
@@ -111,6 +116,16 @@ def _apply_common(physics, p: CommonParams) -> None:
         physics.model.mat_rgba[_material(physics, "grid")] = p.floor_rgba
 
 
+def _recolour(physics, fraction: float) -> None:
+    """Move the look ``fraction`` of the way to RECOLOURED's: x ← x + fraction · (target − x)."""
+    if fraction:
+        model = physics.model
+        for rgba, material in ((RECOLOURED["body_rgba"], "self"), (RECOLOURED["floor_rgba"], "grid")):
+            row = model.mat_rgba[_material(physics, material)]
+            row += fraction * (np.asarray(rgba, dtype=row.dtype) - row)
+        model.light_diffuse[:] += fraction * (RECOLOURED["light_diffuse"] - model.light_diffuse)
+
+
 def _build_cartpole(task_name: str, p: CartpoleParams):
     from dm_control.rl import control
     from dm_control.suite import cartpole
@@ -129,6 +144,7 @@ def _build_cartpole(task_name: str, p: CartpoleParams):
     if p.body_rgba is not None:
         model.mat_rgba[_material(physics, "self")] = p.body_rgba
     _apply_common(physics, p)
+    _recolour(physics, p.recolour)
 
     class Balance(cartpole.Balance):
         def initialize_episode(self, physics):

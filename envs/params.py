@@ -7,6 +7,10 @@ from typing import get_args, get_type_hints
 
 from slac.errors import InputError
 
+# the recoloured cartpoles' look (red body, dark floor, dim light): the tilted-colours target's, and
+# where the cartpole's ``recolour`` parameter leads
+RECOLOURED = {"body_rgba": (0.8, 0.15, 0.1, 1.0), "floor_rgba": (0.25, 0.25, 0.3, 1.0), "light_diffuse": 0.4}
+
 
 def fill(cls, overrides: dict, env_name: str):
     """An instance of dataclass ``cls`` with ``overrides`` applied; bad keys/types raise InputError."""

@@ -2,8 +2,8 @@
 
     python scripts/export_agent.py RUN_DIR_OR_PT agents/NAME [--eval-json FILE] [--force]
 
-RUN_DIR_OR_PT is a run directory (its ``checkpoints/latest.pt``) or one checkpoint file of it
-(e.g. ``checkpoints/step_000006000.pt``). The export writes into ``agents/NAME/``:
+RUN_DIR_OR_PT is a run directory (its ``checkpoints/best.pt`` if it kept one, else ``latest.pt``) or
+one checkpoint file of it (e.g. ``checkpoints/step_000006000.pt``). The export writes into ``agents/NAME/``:
 
 - ``agent.pt``: the checkpoint's phase, config, env spec, counters, and the model's and the
   agent's network states (actor, critics and their targets, α, λ and its rule's state), as the run

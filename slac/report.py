@@ -28,9 +28,11 @@ def _interval(stats: dict) -> str:
 
 
 def _run_name(path: str) -> str:
-    """RUN for RUN/checkpoints/latest.pt; the file name for a checkpoint elsewhere."""
+    """RUN for RUN/checkpoints/latest.pt, RUN (best) for its best.pt; the file name for a checkpoint elsewhere."""
     p = Path(path)
-    return p.parent.parent.name if p.parent.name == "checkpoints" and p.name == checkpoints.LATEST else p.name
+    if p.parent.name == "checkpoints" and p.name in (checkpoints.LATEST, checkpoints.BEST):
+        return p.parent.parent.name + (" (best)" if p.name == checkpoints.BEST else "")
+    return p.name
 
 
 def table(rows: list[dict], label: str = "checkpoint", label_of=None) -> str:

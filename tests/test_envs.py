@@ -441,3 +441,24 @@ def test_vectorised_hazard_cost_equals_safety_gymnasiums_own():
                 assert ours == theirs
                 inside += theirs["cost_hazards"] > 0
     assert inside >= 40  # the comparison covered costly states, not only zeros
+
+
+def test_recolour_blends_the_look_towards_the_recoloured_envs_and_nothing_else():
+    """recolour=t puts body colour, floor colour and light t of the way from the env's to the recoloured
+    env's (checked on the MuJoCo models, against a blend computed here); 0 and 1 are the two envs."""
+    def look(env):
+        m = env.unwrapped.physics.model
+        return {"body": m.mat_rgba[m.material("self").id].copy(), "floor": m.mat_rgba[m.material("grid").id].copy(),
+                "light": m.light_diffuse.copy(), "mass": m.body("pole_1").mass.copy(), "gear": m.actuator_gear.copy()}
+
+    nominal = look(envs.make("dmc-cartpole-tilted", seed=0))
+    target = look(envs.make("dmc-cartpole-tilted-recoloured", seed=0))
+    assert not np.allclose(nominal["body"], target["body"]) and not np.allclose(nominal["floor"], target["floor"])
+    for t in (0.0, 0.3, 1.0):
+        blended = look(envs.make("dmc-cartpole-tilted", seed=0, recolour=t))
+        for key in ("body", "floor", "light"):
+            np.testing.assert_allclose(blended[key], (1 - t) * nominal[key] + t * target[key], rtol=0, atol=1e-6)
+        for key in ("mass", "gear"):
+            np.testing.assert_array_equal(blended[key], nominal[key])
+    with pytest.raises(InputError, match="'recolour'.*must be in \\[0, 1\\]"):
+        envs.make("dmc-cartpole-tilted", seed=0, recolour=1.5)
