@@ -41,6 +41,8 @@ def write_spec(tmp_path: Path, name: str = "spec.yaml", **changes) -> Path:
     ({"methods": {"x": {"config": ["configs/no-such.yaml"]}}}, "unknown method config for method 'x'"),
     ({"seeds": []}, "seeds must be a non-empty list"),
     ({"methods": {"x": {"set": ["agent.nope=1"]}}}, "method 'x'"),
+    ({"methods": {"b": {"set": ["train.keep_best_feasible=true"]}}, "eval_seed": 0},
+     "eval_seed 0 is also a run seed, and method 'b' keeps best.pt"),
 ])
 def test_bad_spec(tmp_path, capsys, changes, message):
     code = study.main(["run", str(write_spec(tmp_path, **changes)), "--out", str(tmp_path / "out")])

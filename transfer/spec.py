@@ -12,7 +12,7 @@
     finetune_set: [train.initial_learning_steps=0]   # optional: --set overrides of the fine-tune runs only
     scratch: {enabled: true, steps: 200}   # train from scratch in the target env (steps: target_steps)
     eval_episodes: 2               # zero-shot and final evaluations (evaluate.py --episodes)
-    eval_seed: 0
+    eval_seed: 100                 # not a run seed where sources keep best.pt (their own evaluations chose it)
     baseline_return: {toy-hazard-colour: 0.0}   # optional: a do-nothing return per target
     attacks: [{name: latent-mc, epsilons: [0, 0.5], steps: 3}]   # optional: on the final source checkpoints
     env_sweeps: [{key: pole_mass, values: [0.1, 0.2, 0.4]}]       # optional: robustness curves of the final
@@ -197,9 +197,14 @@ def check_spec(raw, base: Path | None = None) -> dict:
     for name, m in norm.items():
         sets = spec["set"] + m["set"] + [f"env={source}"]
         try:
-            config.resolve(preset, spec["config"] + m["config"], sets, cls=RobustConfig)
+            cfg = config.resolve(preset, spec["config"] + m["config"], sets, cls=RobustConfig)
         except InputError as e:
             raise StudyError(f"spec: method {name!r}: {e}") from None
+        if cfg.train.keep_best_feasible and spec["eval_seed"] in seeds:
+            raise StudyError(f"spec: eval_seed {spec['eval_seed']} is also a run seed, and method {name!r} keeps "
+                             "best.pt (train.keep_best_feasible), chosen by the run's own evaluation episodes, which "
+                             "are evaluate.py's episodes of --seed RUN_SEED: give an eval_seed outside seeds, "
+                             "e.g. 100")
         try:
             config.resolve(preset, spec["config"] + m["config"], sets + finetune_set, cls=RobustConfig)
         except InputError as e:
