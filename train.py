@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = ", ".join(f"{k}={v:.3g}" for k, v in final.items()) if final else "no final evaluation"
     print(f"done: {summary}\n  metrics:     {out / 'metrics.jsonl'}\n  checkpoints: {out / 'checkpoints'}\n"
           f"  tensorboard: tensorboard --logdir {out / 'tensorboard'}")
+    if trainer.cfg.train.keep_best_feasible and trainer.phase == "source":
+        c = trainer.counters
+        print(f"  the run's agent (what evaluate.py, --phase target and study.py take for {out}): "
+              + (f"checkpoints/best.pt, step {c['best_feasible_step']}, evaluation return "
+                 f"{c['best_feasible_return']:.1f} within the budget" if c["best_feasible_step"] >= 0 else
+                 "checkpoints/latest.pt (no evaluation was within the budget, so no best.pt)"))
     return 0
 
 

@@ -221,23 +221,26 @@ def test_best_feasible_rule_on_given_evaluations(tmp_path):
     trainer.lock.release()
 
 
-def test_best_pt_is_the_best_kept_evaluation_and_a_resume_keeps_choosing_it(tmp_path):
+def test_best_pt_is_the_best_kept_evaluation_and_a_resume_keeps_choosing_it(tmp_path, capsys):
     """A budget no episode reaches makes every evaluation feasible: best.pt is the kept checkpoint with
-    the highest evaluation return in metrics.jsonl. A run directory then means best.pt; --resume
-    continues latest.pt, and a run stopped after its first best.pt and resumed chooses the same one."""
+    the highest evaluation return in metrics.jsonl, and train.py says so at the end. A run directory
+    then means best.pt; --resume continues latest.pt, and a run stopped after its first best.pt and
+    resumed chooses the same one."""
+    import train
+
     sets = [*BEST_SETS, "agent.budget=1e9"]
-    runs = {}
-    for name, stop_at in (("straight", None), ("resumed", 130)):
-        out = runs[name] = tmp_path / name
-        trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=1, out=str(out),
-                                          sets=sets), progress=False)
-        if stop_at:
-            stop_after_step(trainer, stop_at)
-        trainer.run()
-        if stop_at:
-            assert (out / "checkpoints" / checkpoint.BEST).is_file()
-            make_trainer(RunRequest(resume=str(out)), progress=False).run()
-    out = runs["straight"]
+    out = tmp_path / "straight"
+    assert train.main(["--phase", "source", "--env", SOURCE_ENV, "--preset", "smoke", "--seed", "1", "--no-progress",
+                       "--out", str(out), "--set", *sets]) == 0
+    printed = capsys.readouterr().out
+    resumed_out = tmp_path / "resumed"
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=1, out=str(resumed_out),
+                                      sets=sets), progress=False)
+    stop_after_step(trainer, 130)
+    trainer.run()
+    assert (resumed_out / "checkpoints" / checkpoint.BEST).is_file()
+    make_trainer(RunRequest(resume=str(resumed_out)), progress=False).run()
+
     returns = {r["step"]: r["eval/return"] for r in read_metrics(out / "metrics.jsonl") if "eval/return" in r}
     assert len(returns) >= 3 and all(step % 50 == 0 for step in returns)  # each evaluation has a kept checkpoint
     expected = max(returns, key=lambda step: (returns[step], step))
@@ -246,7 +249,8 @@ def test_best_pt_is_the_best_kept_evaluation_and_a_resume_keeps_choosing_it(tmp_
     assert best["counters"]["best_feasible_step"] == expected
     assert_same_tensors(best["model"], checkpoint.load(out / "checkpoints" / f"step_{expected:09d}.pt")["model"])
     assert checkpoint.load(out, latest=True)["counters"]["step"] == 200
-    resumed = checkpoint.load(runs["resumed"])
+    assert f"checkpoints/best.pt, step {expected}, evaluation return {returns[expected]:.1f}" in printed
+    resumed = checkpoint.load(resumed_out)
     assert resumed["counters"] == best["counters"]
     assert_same_tensors(resumed["agent"], best["agent"])
 
