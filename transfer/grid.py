@@ -125,9 +125,13 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
                 d = out / "scratch" / t / f"s{seed}"
                 args = ["--phase", "source", "--env", target_env, *_config_args(spec, None),
                         "--seed", str(seed), "--steps", str(steps)]
+                # judged by its last checkpoint, as a fine-tune is, even where the preset keeps a best.pt:
+                # choosing among a target run's checkpoints takes evaluation episodes in the target,
+                # which its lifetime cost does not count
+                last = d / "checkpoints" / "latest.pt"
                 cells.append(Cell(f"scratch/{t}/s{seed}", "scratch", d,
                                   [_train(python, args, d),
-                                   _eval(python, ["--checkpoint", str(d), "--env", target_env, *ev],
+                                   _eval(python, ["--checkpoint", str(last), "--env", target_env, *ev],
                                          d / "final_eval.json", "final_eval")],
                                   [], steps, episodes, None, t, seed))
     return cells
