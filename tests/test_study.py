@@ -196,6 +196,33 @@ def test_report_env_sweeps_by_hand(tmp_path):
     assert any(Path(p).name == "env_sweep_hazard_radius.png" and Path(p).stat().st_size > 1000 for p in plots)
 
 
+def test_report_sweep_summary_by_hand(tmp_path):
+    """The at-a-glance table: clean return and cost at the source env's own value (toy-reach's hazard
+    radius is 0.18), the return against none's, and each robust range's width beside none's."""
+    values = (0.1, 0.18, 0.3)
+    spec = check_spec({**BASE, "targets": [], "seeds": [0], "scratch": {"enabled": False},
+                       "methods": {"none": {}, "wide": {"set": ["agent.lr=0.001"]}},
+                       "env_sweeps": [{"key": "hazard_radius", "values": list(values)}]})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    runs = {"none": ((200.0, 180.0, 150.0), (2.0, 8.0, 30.0)),   # budget 10: 0.1 to 0.18 within, width 0.08
+            "wide": ((150.0, 144.0, 120.0), (1.0, 3.0, 9.0))}    # all within: width 0.2
+    for method, (returns, costs) in runs.items():
+        results = [{"env_overrides": {"hazard_radius": v}, "budget": 10.0, "return": {"mean": r}, "cost": {"mean": c}}
+                   for v, r, c in zip(values, returns, costs, strict=True)]
+        path = tmp_path / "env_sweep" / method / "hazard_radius/s0/sweep.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"results": results, "robustness": None}))
+    md, js, _ = report.write(tmp_path)
+    summary = json.loads(js.read_text())["env_sweep_summary"]
+    assert summary["nominal"] == {"hazard_radius": 0.18}
+    assert summary["methods"]["none"] == {"clean_return": 180.0, "clean_cost": 8.0,
+                                          "widths": {"hazard_radius": pytest.approx(0.08)}}
+    assert summary["methods"]["wide"]["widths"]["hazard_radius"] == pytest.approx(0.2)
+    text = md.read_text()
+    assert "| none | 180 | 8 | 1 | 0.08 |" in text
+    assert "| wide | 144 | 3 | 0.8 | 0.2 (0.08) |" in text
+
+
 def test_finetune_set_reaches_only_the_fine_tune_cells(tmp_path, capsys):
     with pytest.raises(StudyError, match="finetune_set with method 'none'"):
         check_spec({**BASE, "finetune_set": ["train.nope=1"]})

@@ -126,6 +126,9 @@ def collect(study: Path) -> dict:
         out["targets"][t] = tgt
     out["attacks"] = collect_attacks(study, spec)
     out["env_sweeps"] = collect_env_sweeps(study, spec)
+    if out["env_sweeps"]:
+        nominal = nominal_values(spec["source_env"], [sw["key"] for sw in spec["env_sweeps"]])
+        out["env_sweep_summary"] = {"nominal": nominal, "methods": sweep_summary(out["env_sweeps"], nominal)}
     return out
 
 
@@ -172,6 +175,33 @@ def collect_env_sweeps(study: Path, spec: dict) -> dict:
                 "robust_range_of_mean": robust_range([r["value"] for r in complete],
                                                      [r["cost"]["mean"] for r in complete], budget)
                 if complete and budget is not None else None}
+    return out
+
+
+def nominal_values(source_env: str, keys: list[str]) -> dict:
+    """The source env's own value of each swept parameter (what its clean evaluation runs at)."""
+    import envs
+
+    env = envs.make(source_env)
+    try:
+        params = getattr(env.unwrapped, "params", env.unwrapped)
+        return {k: getattr(params, k, None) for k in keys}
+    finally:
+        env.close()
+
+
+def sweep_summary(env_sweeps: dict, nominal: dict) -> dict:
+    """Per method, the robustness curves at a glance: the clean return and cost (the mean over seeds at
+    the first swept parameter whose values include the env's own) and each parameter's robust range
+    width (0 where no value stays within the budget), beside the plain method ``none``'s where there is one."""
+    out = {}
+    for method, sweeps in env_sweeps.items():
+        clean = next((row for key, sw in sweeps.items() for row in sw["rows"]
+                      if row["value"] == nominal.get(key) and row["cost"]["mean"] is not None), None)
+        out[method] = {"clean_return": clean and clean["return"]["mean"], "clean_cost": clean and clean["cost"]["mean"],
+                       "widths": {key: (sw["robust_range_of_mean"] or {"width": 0.0})["width"]
+                                  if any(r["cost"]["mean"] is not None for r in sw["rows"]) else None
+                                  for key, sw in sweeps.items()}}
     return out
 
 
@@ -240,8 +270,9 @@ def markdown(data: dict, plots: list[str]) -> str:
         lines.append("")
     if data.get("env_sweeps"):
         lines += ["## Robustness curves of the final source checkpoints (`evaluate.py --env-sweep`)", "",
-                  "Robust range: the widest run of adjacent swept values whose mean cost is within the budget.", "",
-                  "| method | parameter | value | return | cost |", "| --- | --- | --- | --- | --- |"]
+                  "Robust range: the widest run of adjacent swept values whose mean cost is within the budget.", ""]
+        lines += _summary_lines(data["env_sweep_summary"])
+        lines += ["| method | parameter | value | return | cost |", "| --- | --- | --- | --- | --- |"]
         for m, sweeps in data["env_sweeps"].items():
             for key, sw in sweeps.items():
                 lines += [f"| {m} | {key} | {row['value']:g} | {_cell(row['return'])} | {_cell(row['cost'])} |"
@@ -255,6 +286,28 @@ def markdown(data: dict, plots: list[str]) -> str:
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _summary_lines(summary: dict) -> list[str]:
+    """The at-a-glance table of :func:`sweep_summary` (means over seeds; '–': no file yet)."""
+    nominal, methods = summary["nominal"], summary["methods"]
+    keys = list(nominal)
+    plain = methods.get("none")
+    number = lambda v, digits=3: "–" if v is None else f"{v:.{digits}g}"  # noqa: E731
+    head = ["method", "clean return", "clean cost", "return / none's"] + [f"{k} width" for k in keys]
+    lines = ["At a glance (clean: the source env's own values, "
+             + ", ".join(f"{k} = {v:g}" if isinstance(v, (int, float)) else f"{k} = {v}" for k, v in nominal.items())
+             + "; width: of the robust range of the seeds' mean cost"
+             + (", `none`'s in brackets" if plain else "") + "):", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for m, r in methods.items():
+        ratio = (r["clean_return"] / plain["clean_return"] if plain and r["clean_return"] is not None
+                 and plain["clean_return"] else None)
+        widths = [number(r["widths"].get(k)) + (f" ({number(plain['widths'].get(k))})" if plain and m != "none" else "")
+                  for k in keys]
+        lines.append("| " + " | ".join([m, number(r["clean_return"]), number(r["clean_cost"]), number(ratio, 2),
+                                         *widths]) + " |")
+    return lines + [""]
 
 
 def plot(data: dict, study: Path) -> list[str]:
