@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         swept = "epsilon" if args.epsilon_sweep is not None else label if args.env_sweep is not None else None
         print(report.describe(rows[0], swept))
         print(report.table(rows, label, label_of))
+        if any(r["chose_checkpoint"] for r in rows):
+            print(f"note: these are the episodes whose evaluation during training chose this best.pt "
+                  f"(--seed {args.seed} is the run's seed), so the figures flatter it; judge it with another --seed")
         result = payload(args, rows, label)
         if args.env_sweep is not None:
             print(report.describe_robustness(result))

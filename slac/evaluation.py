@@ -292,6 +292,10 @@ def evaluate(evaluator: Evaluator, episodes: int = 10, seed: int = 0, determinis
            "attack_steps": attack.steps if attack else 0}
     if evaluator.extra_overrides:
         out["env_overrides"] = dict(evaluator.extra_overrides)
+    # a best.pt in its own env at its run's seed: these are the evaluation episodes that chose it
+    out["chose_checkpoint"] = (Path(evaluator.path).name == checkpoints.BEST and seed == evaluator.cfg.seed
+                               and evaluator.env_name == evaluator.cfg.env and not evaluator.extra_overrides
+                               and attack is None)
     out.update(summarize(ordered, evaluator.budget))
     if attack is not None:
         out["attack_objective_moved"] = float(np.mean([r.attack_objective_moved for r in ordered]))

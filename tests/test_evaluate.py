@@ -289,3 +289,21 @@ def test_tensorboard_gets_the_metrics_and_an_animated_video(run_dir, tmp_path, c
     assert image.step == 200 and image.encoded_image_string[:6] == b"GIF89a"
     gif = imageio.mimread(image.encoded_image_string, format="GIF")
     assert len(gif) == EPISODE_STEPS and gif[0].shape[:2] == ((video.HEADER + 64) // 2, 3 * 64 // 2)
+
+
+def test_evaluating_a_best_pt_on_the_episodes_that_chose_it_says_so(tmp_path, capsys):
+    out = tmp_path / "run"
+    make_trainer(RunRequest(phase="source", env="toy-reach", preset="smoke", seed=3, out=str(out),
+                            sets=["train.keep_best_feasible=true", "train.eval_interval=50",
+                                  "train.checkpoint_interval=50", "agent.budget=1e9"]), progress=False).run()
+    assert (out / "checkpoints" / "best.pt").is_file()
+    flags = {}
+    for seed in (3, 4):  # the run's seed: its own evaluation episodes; another: fresh ones
+        js = tmp_path / f"seed{seed}.json"
+        assert evaluate.main(["--checkpoint", str(out), "--episodes", "2", "--seed", str(seed), "--out", str(js)]) == 0
+        flags[seed] = (json.loads(js.read_text())["chose_checkpoint"], "chose this best.pt" in capsys.readouterr().out)
+    assert flags == {3: (True, True), 4: (False, False)}
+    latest = tmp_path / "latest.json"  # the last checkpoint was not chosen by anything
+    assert evaluate.main(["--checkpoint", str(out / "checkpoints" / "latest.pt"), "--episodes", "1", "--seed", "3",
+                          "--out", str(latest)]) == 0
+    assert json.loads(latest.read_text())["chose_checkpoint"] is False
