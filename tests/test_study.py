@@ -392,3 +392,4 @@ def test_status_shows_the_step_of_running_training_cells(tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX)
         text = status(out)
     assert "source/none/s0: step 75 of 100" in text and "  source         0        1        0       0" in text
+    assert "remaining: 325 agent steps of training" in text  # the source's last 25 and the fine-tune's 300

@@ -137,6 +137,16 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
     return cells
 
 
+def remaining(spec: dict, steps: int, cores: int) -> str:
+    """One line: ``steps`` agent steps of training left, in core-hours and hours on ``cores`` cores."""
+    step_s = STEP_SECONDS.get(spec.get("preset"))
+    if step_s is None:
+        return f"remaining: {steps:,} agent steps of training (no measured step time for preset {spec.get('preset')!r})"
+    hours = steps * step_s / 3600
+    return (f"remaining: {steps:,} agent steps of training = {hours:.3g} core-hours at {step_s} s per agent step "
+            f"(preset {spec['preset']}), about {hours / max(cores, 1):.3g} h on {cores} cores; evaluations extra")
+
+
 def estimate(spec: dict, cells: list[Cell]) -> str:
     """Agent steps per arm and core-hours at the preset's measured step time."""
     per = spec.get("preset")

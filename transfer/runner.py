@@ -254,12 +254,15 @@ def status(out: Path) -> str:
     spec = check_spec(yaml.safe_load((out / SPEC).read_text()))
     cells = grid.build(spec, out, sys.executable)
     counts: dict[str, dict[str, int]] = {}
-    failures, running = [], []
+    failures, running, steps_left = [], [], 0
     for c in cells:
         s = cell_state(c, out)
         counts.setdefault(c.arm, {"done": 0, "running": 0, "pending": 0, "failed": 0})[s] += 1
+        done_steps = _last_step(c.dir / "metrics.jsonl") if s != "done" and c.steps else 0
+        if s != "done":
+            steps_left += max(c.steps - done_steps, 0)
         if s == "running" and c.steps:
-            running.append(f"  {c.id}: step {_last_step(c.dir / 'metrics.jsonl')} of {c.steps}")
+            running.append(f"  {c.id}: step {done_steps} of {c.steps}")
         if s == "failed":
             f = json.loads((c.dir / cellmod.FAILED).read_text())
             failures.append(f"  {c.id}: exit {f['exit_code']}: {f['last_error']}  (log: {f['log']})")
@@ -268,6 +271,7 @@ def status(out: Path) -> str:
         lines.append(f"  {arm:<10} {n['done']:>5} {n['running']:>8} {n['pending']:>8} {n['failed']:>7}")
     total = {k: sum(n[k] for n in counts.values()) for k in ("done", "running", "pending", "failed")}
     lines.append(f"  {'total':<10} {total['done']:>5} {total['running']:>8} {total['pending']:>8} {total['failed']:>7}")
+    lines.append(grid.remaining(spec, steps_left, os.cpu_count() or 1))
     if running:
         lines += ["running training cells (last step in their metrics.jsonl):", *running]
     if failures:
