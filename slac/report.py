@@ -190,10 +190,14 @@ def parse_env_sweep(text: str) -> tuple[str, list[float]]:
     values = parse_numbers(numbers, "--env-sweep", "pole_mass=0.1,0.2,0.4")
     if not all(math.isfinite(v) for v in values):
         raise InputError(f"--env-sweep values must be finite numbers, got {text!r}")
+    check_sweep_values(key, values)
+    return key, values
+
+
+def check_sweep_values(key: str, values: list[float]) -> None:
+    """Two or more values, each given once (an env sweep on the command line or in a study spec)."""
     if len(values) < 2:
-        raise InputError(f"--env-sweep needs at least two values to sweep, got {text!r}")
+        raise InputError(f"an env sweep needs at least two values to sweep, got {key}={values}")
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
-        raise InputError(f"--env-sweep lists {key}={repeated[0]:g} more than once; give each value once, "
-                         f"got {text!r}")
-    return key, values
+        raise InputError(f"an env sweep lists {key}={repeated[0]:g} more than once; give each value once")

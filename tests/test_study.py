@@ -235,7 +235,8 @@ def test_finetune_set_reaches_only_the_fine_tune_cells(tmp_path, capsys):
 
 def test_env_sweeps_in_a_spec_are_checked_and_become_cells(tmp_path, capsys):
     for sweeps, message in (([{"key": "nope", "values": [1, 2]}], "env sweep of 'nope'"),
-                            ([{"key": "hazard_radius", "values": [0.1]}], "at least two distinct values"),
+                            ([{"key": "hazard_radius", "values": [0.1]}], "at least two values"),
+                            ([{"key": "hazard_radius", "values": [0.1, 0.2, 0.1]}], "hazard_radius=0.1 more than once"),
                             ([{"key": "hazard_radius"}], "env_sweeps must be a list")):
         with pytest.raises(StudyError, match=message):
             check_spec({**BASE, "env_sweeps": sweeps})

@@ -217,6 +217,7 @@ def check_env_sweeps(sweeps, source: str) -> list[dict]:
     (the source env is built at every value now, so a bad key or value fails before anything runs)."""
     from slac.errors import InputError
     from slac.evaluation import check_env_sweep
+    from slac.report import check_sweep_values
 
     form = "spec: env_sweeps must be a list of {key: ENV_PARAMETER, values: [V1, V2, ...]}"
     if not isinstance(sweeps, list):
@@ -229,8 +230,7 @@ def check_env_sweeps(sweeps, source: str) -> list[dict]:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise StudyError(f"spec: env sweep of {key!r}: values must be numbers, got {values!r}")
         try:
-            if len(values) < 2 or len(set(values)) != len(values):
-                raise InputError("a sweep needs at least two distinct values")
+            check_sweep_values(str(key), [float(v) for v in values])
             values = check_env_sweep(source, str(key), [float(v) for v in values])
         except InputError as e:
             raise StudyError(f"spec: env sweep of {key!r}: {e}") from None
