@@ -133,7 +133,7 @@ def collect(study: Path) -> dict:
 
 
 def collect_attacks(study: Path, spec: dict) -> dict:
-    """Per method and attack: return and cost of the final source checkpoints at each ε, over seeds
+    """Per method and attack: return and cost of the source agents at each ε, over seeds
     (each seed's ``evaluate.py --epsilon-sweep`` JSON: {"sweep": [one metrics dict per ε]})."""
     out: dict = {}
     for method in spec["methods"]:
@@ -150,7 +150,7 @@ def collect_attacks(study: Path, spec: dict) -> dict:
 
 
 def collect_env_sweeps(study: Path, spec: dict) -> dict:
-    """Per method and env parameter: return and cost of the final source checkpoints at each value over
+    """Per method and env parameter: return and cost of the source agents at each value over
     seeds (each seed's ``evaluate.py --env-sweep`` JSON), each seed's robust range (``slac.report.robust_range``:
     the widest run of adjacent values with mean cost <= budget) and the robust range of the seeds' mean cost."""
     from slac.report import robust_range
@@ -261,7 +261,7 @@ def markdown(data: dict, plots: list[str]) -> str:
             lines.append(f"- scratch: {_steps(tgt['scratch']['first_safe_step'])}")
         lines.append("")
     if data.get("attacks"):
-        lines += ["## Test-time attacks on the final source checkpoints (in the source env)", "",
+        lines += ["## Test-time attacks on the source agents (in the source env)", "",
                   "| method | attack | ε | return | cost |", "| --- | --- | --- | --- | --- |"]
         for m, attacks in data["attacks"].items():
             for name, rows in attacks.items():
@@ -269,8 +269,10 @@ def markdown(data: dict, plots: list[str]) -> str:
                           for row in rows]
         lines.append("")
     if data.get("env_sweeps"):
-        lines += ["## Robustness curves of the final source checkpoints (`evaluate.py --env-sweep`)", "",
-                  "Robust range: the widest run of adjacent swept values whose mean cost is within the budget.", ""]
+        lines += ["## Robustness curves of the source agents (`evaluate.py --env-sweep`)", "",
+                  "The source agent: a run's best.pt where it kept one (`train.keep_best_feasible`), else its last "
+                  "checkpoint. Robust range: the widest run of adjacent swept values whose mean cost is within the "
+                  "budget.", ""]
         lines += _summary_lines(data["env_sweep_summary"])
         lines += ["| method | parameter | value | return | cost |", "| --- | --- | --- | --- | --- |"]
         for m, sweeps in data["env_sweeps"].items():
@@ -343,13 +345,13 @@ def plot(data: dict, study: Path) -> list[str]:
     attack_names = sorted({name for attacks in data.get("attacks", {}).values() for name in attacks})
     for name in attack_names:  # return and cost against ε, one line per method (mean over seeds)
         series = {m: [(row["epsilon"], row) for row in attacks.get(name, [])] for m, attacks in data["attacks"].items()}
-        paths.append(_curves(plt, series, "ε", f"{name} on the final source checkpoints", study / f"attack_{name}.png"))
+        paths.append(_curves(plt, series, "ε", f"{name} on the source agents", study / f"attack_{name}.png"))
     keys = sorted({key for sweeps in data.get("env_sweeps", {}).values() for key in sweeps})
     for key in keys:  # return and cost against the parameter, one line per method, with the budget
         series = {m: [(row["value"], row) for row in sweeps[key]["rows"]] for m, sweeps in data["env_sweeps"].items()
                   if key in sweeps}
         budget = next((sw[key]["budget"] for sw in data["env_sweeps"].values() if key in sw), None)
-        paths.append(_curves(plt, series, key, f"{key}: robustness of the final source checkpoints",
+        paths.append(_curves(plt, series, key, f"{key}: robustness of the source agents",
                              study / f"env_sweep_{key}.png", budget))
     return paths
 

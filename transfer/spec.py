@@ -14,7 +14,7 @@
     eval_episodes: 2               # zero-shot and final evaluations (evaluate.py --episodes)
     eval_seed: 100                 # not a run seed where sources keep best.pt (their own evaluations chose it)
     baseline_return: {toy-hazard-colour: 0.0}   # optional: a do-nothing return per target
-    attacks: [{name: latent-mc, epsilons: [0, 0.5], steps: 3}]   # optional: on the final source checkpoints
+    attacks: [{name: latent-mc, epsilons: [0, 0.5], steps: 3}]   # optional: on the source agents
     env_sweeps: [{key: pole_mass, values: [0.1, 0.2, 0.4]}]       # optional: robustness curves of the final
                                                                   # source checkpoints (evaluate.py --env-sweep)
 
