@@ -76,9 +76,9 @@ def make_trainer(request: RunRequest, progress: bool = True, config_cls: type[co
         run_dir = Path(request.resume)
         if not run_dir.is_dir():
             raise InputError(f"--resume {request.resume!r} is not a run directory (give the --out of the run)")
-        exported = checkpoint.resolve_path(run_dir, latest=True).name == checkpoint.AGENT
-        if (run_dir / checkpoint.AGENT).is_file() and exported:  # an exported agent: refused before a lock file
-            checkpoint.check_resumable(checkpoint.load(run_dir, latest=True))
+        agent = run_dir / checkpoint.AGENT
+        if agent.is_file() and checkpoint.resolve_path(run_dir, latest=True) == agent:
+            checkpoint.check_resumable(checkpoint.load(agent))  # an exported agent: refused before a lock file
         lock = RunLock(run_dir)  # before reading: no other run may be writing it
         return _with_lock(lock, lambda: _resumed_trainer(request, run_dir, lock, progress, config_cls, inputs))
 

@@ -230,8 +230,9 @@ def check_env_sweeps(sweeps, source: str) -> list[dict]:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise StudyError(f"spec: env sweep of {key!r}: values must be numbers, got {values!r}")
         try:
-            check_sweep_values(str(key), [float(v) for v in values])
-            values = check_env_sweep(source, str(key), [float(v) for v in values])
+            numbers = [float(v) for v in values]
+            check_sweep_values(str(key), numbers)
+            values = check_env_sweep(source, str(key), numbers)
         except InputError as e:
             raise StudyError(f"spec: env sweep of {key!r}: {e}") from None
         out.append({"key": str(key), "values": list(values)})
