@@ -2,12 +2,14 @@
 from-scratch arm in each target shift, optional test-time attacks; on Ray, resumably; and its report.
 
     python study.py run SPEC.yaml --out DIR [--address auto|HOST:PORT] [--max-parallel N] [--dry-run]
+                        [--reuse-source OTHER_STUDY_DIR]
     python study.py status DIR
     python study.py report DIR        (writes DIR/report.md, DIR/report.json and PNG plots)
 
 Every cell is a normal train.py / evaluate.py run directory under DIR; a finished cell has done.json
 and is never run again; an interrupted training cell continues with train.py --resume; a failed one
-(failed.json) is retried by the next run. See docs/study.md and configs/studies/smoke.yaml.
+(failed.json) is retried by the next run. A study's spec may later add methods or seeds (their cells
+run); any other change needs a new --out. See docs/study.md and configs/studies/smoke.yaml.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: a local Ray started here)")
     r.add_argument("--max-parallel", type=int, help="at most N cells at a time (default: one per Ray CPU)")
     r.add_argument("--dry-run", action="store_true", help="print the cells, dependencies and compute estimate")
+    r.add_argument("--reuse-source", metavar="OTHER_STUDY_DIR",
+                   help="copy that study's finished source runs into this one's unstarted source cells of the "
+                   "same method and seed where the resolved config is identical (e.g. a screen's seed 0)")
     s = sub.add_parser("status", help="done / running / pending / failed cells per arm")
     s.add_argument("dir")
     rep = sub.add_parser("report", help="write DIR/report.md, DIR/report.json and plots")
@@ -50,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             from transfer import runner
 
             spec = load_spec(args.spec)
-            return runner.run(spec, Path(args.out), args.address, args.max_parallel, args.dry_run)
+            return runner.run(spec, Path(args.out), args.address, args.max_parallel, args.dry_run,
+                              reuse_from=args.reuse_source)
         if args.command == "status":
             from transfer import runner
 

@@ -107,17 +107,13 @@ def _resumed_trainer(request: RunRequest, run_dir: Path, lock: RunLock, progress
     return Trainer(cfg, run_dir, state["phase"], resume_from=state, progress=progress, inputs=inputs, lock=lock)
 
 
-def _new_trainer(request: RunRequest, progress: bool, config_cls: type[config.Config],
-                 inputs: InputsFactory) -> Trainer:
+def new_run_config(request: RunRequest, config_cls: type[config.Config] = config.Config
+                   ) -> tuple[config.Config, dict | None]:
+    """The config a new run resolves (and, for --phase target, the source checkpoint it starts from),
+    checked, with nothing created; also how study.py tells whether an earlier run is the one asked for."""
     request = replace(request, phase=request.phase or "source")  # a new run: source by default
     if request.phase not in config.PHASES:
         raise unknown("phase", request.phase, config.PHASES)
-    if request.out is None:
-        raise InputError("--out DIR is required (the run directory for config, checkpoints and logs)")
-    if request.out.strip() in ("", "."):
-        raise InputError(f"--out {request.out!r} is empty or the current directory; give a directory for the run "
-                         "(it is created if missing)")
-    out = Path(request.out)
     env_name = env_for(request)
     init_state = None
     base: dict = {}
@@ -137,12 +133,24 @@ def _new_trainer(request: RunRequest, progress: bool, config_cls: type[config.Co
         sets.append(f"train.steps={request.steps}")
     if request.device is not None:
         sets.append(f"device={request.device}")
-    cfg = config.resolve(request.preset, request.config_files, sets, base=base, cls=config_cls)
+    return config.resolve(request.preset, request.config_files, sets, base=base, cls=config_cls), init_state
+
+
+def _new_trainer(request: RunRequest, progress: bool, config_cls: type[config.Config],
+                 inputs: InputsFactory) -> Trainer:
+    if request.out is None:
+        raise InputError("--out DIR is required (the run directory for config, checkpoints and logs)")
+    if request.out.strip() in ("", "."):
+        raise InputError(f"--out {request.out!r} is empty or the current directory; give a directory for the run "
+                         "(it is created if missing)")
+    out = Path(request.out)
+    cfg, init_state = new_run_config(request, config_cls)
+    phase = request.phase or "source"
     lock = RunLock(out)  # everything checked: now the directory is created and held
 
     def build() -> Trainer:
         check_new_run(out, request.overwrite)
-        return Trainer(cfg, out, request.phase, init_from=init_state, progress=progress, inputs=inputs, lock=lock)
+        return Trainer(cfg, out, phase, init_from=init_state, progress=progress, inputs=inputs, lock=lock)
 
     return _with_lock(lock, build)
 

@@ -148,6 +148,53 @@ def test_report_aggregates_by_hand(tmp_path):
     assert report.aggregate([2.0])["ci95"] is None and "n/a" in report._cell(report.aggregate([2.0]))
 
 
+def test_report_goals_by_hand(tmp_path):
+    """The goals table: ratios of seed means, their intervals with each arm's seeds resampled on their
+    own, and the verdict counting the interval."""
+    spec = check_spec({**BASE, "seeds": [0, 1, 2], "target_steps": 200, "scratch": {"enabled": True, "steps": 200},
+                       "methods": {"none": {}, "latent": {"config": ["configs/adv-latent.yaml"]}}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    t = "toy-hazard-colour"
+    lifetime = {"none": [10.0, 20.0, 30.0], "latent": [4.0, 5.0, 9.0], "scratch": [100.0, 110.0, 120.0]}
+    final_return = {"none": [80.0, 95.0, 110.0], "latent": [80.0, 60.0, 100.0], "scratch": [100.0, 100.0, 100.0]}
+    for arm in lifetime:
+        for s in range(3):
+            d = tmp_path / ("scratch" if arm == "scratch" else f"finetune/{arm}") / t / f"s{s}"
+            _metrics(d, [{"step": 200, "train/lifetime_cost": lifetime[arm][s]}])
+            _eval(d / "final_eval.json", final_return[arm][s], 0.0, 0.0)
+    _, js, _ = report.write(tmp_path)
+    g = json.loads(js.read_text())["targets"][t]["goals"]
+
+    def interval(num, den):
+        rng = np.random.default_rng(0)
+        a = np.asarray(num)[rng.integers(0, 3, size=(report.BOOTSTRAP, 3))].mean(axis=1)
+        b = np.asarray(den)[rng.integers(0, 3, size=(report.BOOTSTRAP, 3))].mean(axis=1)
+        return np.percentile(a / b, [2.5, 97.5])
+
+    # none: saving 1 - 20/110; its interval from the ratio's, ends swapped
+    assert g["none"]["saving_vs_scratch"]["value"] == pytest.approx(1 - 20 / 110)
+    lo, hi = interval(lifetime["none"], lifetime["scratch"])
+    assert g["none"]["saving_vs_scratch"]["ci95"] == pytest.approx([1 - hi, 1 - lo])
+    assert g["none"]["return_vs_scratch"]["value"] == pytest.approx(0.95)
+    assert g["none"]["saving_vs_none"] is None
+    # latent: saving over none 1 - 6/20
+    assert g["latent"]["saving_vs_none"]["value"] == pytest.approx(0.7)
+    lo, hi = interval(lifetime["latent"], lifetime["none"])
+    assert g["latent"]["saving_vs_none"]["ci95"] == pytest.approx([1 - hi, 1 - lo])
+    assert g["latent"]["return_vs_scratch"]["value"] == pytest.approx(0.8)
+    text = (tmp_path / "report.md").read_text()
+    # none: saving 0.82, every resample above 0.7 (at most 30 / 100); return ratio 0.95, resamples down to 0.8
+    assert report.judge(g["none"]["saving_vs_scratch"], 0.7) == "met (the whole interval)"
+    assert report.judge(g["none"]["return_vs_scratch"], 0.9) == "met by the mean; the interval reaches below the goal"
+    assert report.judge(g["latent"]["return_vs_scratch"], 0.9) == \
+        "not met by the mean; the interval reaches the goal"  # resamples of (80, 60, 100) reach 100
+    assert report.judge({"value": 0.1, "ci95": [0.05, 0.2], "n": [3, 3]}, 0.3) == "not met (the whole interval)"
+    assert report.judge({"value": 0.5, "ci95": None, "n": [1, 3]}, 0.3) == "met (no interval: one seed)"
+    assert report.judge({"value": 0.2, "ci95": None, "n": [2, 2]}, 0.3) == \
+        "not met (no interval: a resampled denominator mean is 0)"
+    assert "| none | 0.82 [" in text and "| latent |" in text and "saving vs `none`" in text
+
+
 def test_report_attack_sweeps_by_hand(tmp_path):
     """Per method and attack: each ε's return and cost averaged over the seeds' evaluate.py sweeps."""
     spec = check_spec({**BASE, "seeds": [0, 1], "scratch": {"enabled": False},
@@ -394,3 +441,79 @@ def test_status_shows_the_step_of_running_training_cells(tmp_path):
         text = status(out)
     assert "source/none/s0: step 75 of 100" in text and "  source         0        1        0       0" in text
     assert "remaining: 325 agent steps of training" in text  # the source's last 25 and the fine-tune's 300
+
+
+# ---------------------------------------------------------------- a study grows; it reuses another's source runs
+
+def test_a_spec_may_add_methods_and_seeds_only(tmp_path):
+    from transfer import runner
+
+    out = tmp_path / "out"
+    out.mkdir()
+    old = check_spec(dict(BASE))
+    (out / "spec.yaml").write_text(yaml.safe_dump(old))
+    latent = {"config": ["configs/adv-latent.yaml"]}
+    grown = check_spec({**BASE, "seeds": [0, 1], "methods": {"none": {}, "latent": latent}})
+    assert runner.check_spec_unchanged(out, old) == (True, [])
+    assert runner.check_spec_unchanged(out, grown) == (True, ["method latent", "seed 1"])
+    for changed in ({"methods": {"none": {"set": ["agent.lr=1e-3"]}}},  # an existing method changes
+                    {"seeds": [1]},                                      # a seed goes
+                    {"seeds": [0, 1], "source_steps": 200}):             # a cell's meaning changes
+        with pytest.raises(StudyError, match="A study may only add methods or seeds"):
+            runner.check_spec_unchanged(out, check_spec({**BASE, **changed}))
+
+
+def _fake_source_run(run_dir: Path, cfg_dict: dict) -> None:
+    """A finished source cell as a study leaves it, without training: config.yaml, metrics, a checkpoint file."""
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
+    _metrics(run_dir, [{"step": 100, "eval/return": 1.0, "eval/cost": 0.0}])
+    (run_dir / "checkpoints" / "latest.pt").write_bytes(b"weights")
+    (run_dir / ".lock").write_text("")
+    (run_dir / "done.json").write_text(json.dumps({"id": "source/none/s0", "arm": "source", "exit_code": 0}))
+
+
+def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_path):
+    from latent_adversary.config import RobustConfig
+    from slac import config
+    from slac.run import RunRequest, new_run_config
+    from transfer import grid, runner
+
+    spec = check_spec({**BASE, "seeds": [0, 1, 2]})
+    other, out = tmp_path / "screen", tmp_path / "study"
+    other.mkdir(), out.mkdir()
+    (other / "spec.yaml").write_text(yaml.safe_dump(spec))
+    cells = {c.id: c for c in grid.build(spec, out, sys.executable)}
+
+    def resolved(seed: int) -> dict:
+        request = RunRequest(**cells[f"source/none/s{seed}"].stages[0]["request"])
+        return config.to_dict(new_run_config(request, RobustConfig)[0])
+
+    assert resolved(0)["seed"] == 0 and resolved(0)["train"]["steps"] == 100 and resolved(0)["env"] == "toy-reach"
+    _fake_source_run(other / "source/none/s0", resolved(0))
+    different = resolved(1)
+    different["agent"]["lr"] = 0.5  # e.g. a run of another preset or an older default
+    _fake_source_run(other / "source/none/s1", different)
+    (other / "source/none/s2").mkdir(parents=True)  # started there, not finished
+    lines = []
+    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == 1
+    copied = out / "source/none/s0"
+    assert (copied / "checkpoints/latest.pt").read_bytes() == b"weights"
+    assert (copied / "metrics.jsonl").read_text() == (other / "source/none/s0/metrics.jsonl").read_text()
+    assert not (copied / ".lock").exists()
+    done = json.loads((copied / "done.json").read_text())
+    assert done["reused_from"] == str(other / "source/none/s0") and done["id"] == "source/none/s0"
+    assert runner.cell_state(cells["source/none/s0"], out) == "done"
+    assert not (out / "source/none/s1").exists() and not (out / "source/none/s2").exists()
+    assert any("source/none/s1: not reused, its config differs: agent.lr: 0.5 -> " in ln for ln in lines), lines
+    assert any("source/none/s2: not reused, unfinished" in ln for ln in lines), lines
+    # a cell already started here is never replaced, even by a matching run; a done one is not copied again
+    (other / "source/none/s1/config.yaml").write_text(yaml.safe_dump(resolved(1), sort_keys=False))
+    (out / "source/none/s1").mkdir(parents=True)
+    (out / "source/none/s1" / "metrics.jsonl").write_text("")
+    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == 0
+    assert (out / "source/none/s1" / "metrics.jsonl").read_text() == ""
+    (out / "source/none/s1" / "metrics.jsonl").unlink()
+    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == 1  # now it is
+    with pytest.raises(StudyError, match="holds no study"):
+        runner.reuse_sources(list(cells.values()), out, tmp_path / "nothing")

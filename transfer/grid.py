@@ -45,8 +45,21 @@ class Cell:
                 "study_dir": str(study_dir), "cwd": str(REPO)}
 
 
-def _train(python: str, args: list[str], run_dir: Path) -> dict:
-    return {"kind": "train", "run_dir": str(run_dir),
+# train.py's options for the fields of a run request (slac.run.RunRequest), in the order they are written
+_FLAGS = {"phase": "--phase", "env": "--env", "shift": "--shift", "checkpoint": "--checkpoint",
+          "preset": "--preset", "config_files": "--config", "seed": "--seed", "steps": "--steps"}
+
+
+def _train(python: str, request: dict, run_dir: Path) -> dict:
+    """A training stage: ``request`` holds slac.run.RunRequest's fields (how --reuse-source checks a run)."""
+    args = []
+    for key, flag in _FLAGS.items():
+        values = request.get(key)
+        for v in values if isinstance(values, list) else [] if values is None else [values]:
+            args += [flag, str(v)]
+    if request.get("sets"):
+        args += ["--set", *request["sets"]]
+    return {"kind": "train", "run_dir": str(run_dir), "request": request,
             "new": [python, str(REPO / "train.py"), *args, "--out", str(run_dir), "--no-progress", "--overwrite"],
             "resume": [python, str(REPO / "train.py"), "--resume", str(run_dir), "--no-progress"]}
 
@@ -56,15 +69,11 @@ def _eval(python: str, args: list[str], out: Path, name: str) -> dict:
             "argv": [python, str(REPO / "evaluate.py"), *args, "--out", str(out)]}
 
 
-def _config_args(spec: dict, method: dict | None) -> list[str]:
-    args = ["--preset", spec["preset"]] if spec.get("preset") else []
-    files = spec["config"] + (method["config"] if method else [])
-    sets = spec["set"] + (method["set"] if method else [])
-    for f in files:
-        args += ["--config", f]
-    if sets:
-        args += ["--set", *sets]
-    return args
+def _config_request(spec: dict, method: dict | None) -> dict:
+    """The preset, config files and --set items of the spec and a method's entry."""
+    return {"preset": spec.get("preset") or None,
+            "config_files": spec["config"] + (method["config"] if method else []),
+            "sets": spec["set"] + (method["set"] if method else [])}
 
 
 def build(spec: dict, out: Path, python: str) -> list[Cell]:
@@ -78,9 +87,9 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
     for method, m in spec["methods"].items():
         for seed in spec["seeds"]:
             d = out / "source" / method / f"s{seed}"
-            args = ["--phase", "source", "--env", spec["source_env"], *_config_args(spec, m),
-                    "--seed", str(seed), "--steps", str(spec["source_steps"])]
-            cells.append(Cell(f"source/{method}/s{seed}", "source", d, [_train(python, args, d)], [],
+            request = {"phase": "source", "env": spec["source_env"], **_config_request(spec, m),
+                       "seed": seed, "steps": spec["source_steps"]}
+            cells.append(Cell(f"source/{method}/s{seed}", "source", d, [_train(python, request, d)], [],
                               spec["source_steps"], 0, method, None, seed))
     for method in spec["methods"]:
         for seed in spec["seeds"]:
@@ -93,12 +102,10 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
                                          d / "zero_shot.json", "zero_shot")], dep, 0, episodes, method, t, seed))
                 d = out / "finetune" / method / t / f"s{seed}"
                 # the config comes from the source checkpoint (its source-only sections reset), with finetune_set on top
-                args = ["--phase", "target", "--shift", t, "--checkpoint", str(src),
-                        "--steps", str(spec["target_steps"])]
-                if spec.get("finetune_set"):
-                    args += ["--set", *spec["finetune_set"]]
+                request = {"phase": "target", "shift": t, "checkpoint": str(src), "steps": spec["target_steps"],
+                           "sets": list(spec.get("finetune_set") or [])}
                 cells.append(Cell(f"finetune/{method}/{t}/s{seed}", "finetune", d,
-                                  [_train(python, args, d),
+                                  [_train(python, request, d),
                                    _eval(python, ["--checkpoint", str(d), "--shift", t, "--side", "target", *ev],
                                          d / "final_eval.json", "final_eval")],
                                   dep, spec["target_steps"], episodes, method, t, seed))
@@ -123,14 +130,14 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
             target_env = envs.SHIFTS[t].target
             for seed in spec["seeds"]:
                 d = out / "scratch" / t / f"s{seed}"
-                args = ["--phase", "source", "--env", target_env, *_config_args(spec, None),
-                        "--seed", str(seed), "--steps", str(steps)]
+                request = {"phase": "source", "env": target_env, **_config_request(spec, None),
+                           "seed": seed, "steps": steps}
                 # judged by its last checkpoint, as a fine-tune is, even where the preset keeps a best.pt:
                 # choosing among a target run's checkpoints takes evaluation episodes in the target,
                 # which its lifetime cost does not count
                 last = d / "checkpoints" / "latest.pt"
                 cells.append(Cell(f"scratch/{t}/s{seed}", "scratch", d,
-                                  [_train(python, args, d),
+                                  [_train(python, request, d),
                                    _eval(python, ["--checkpoint", str(last), "--env", target_env, *ev],
                                          d / "final_eval.json", "final_eval")],
                                   [], steps, episodes, None, t, seed))

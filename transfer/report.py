@@ -6,8 +6,11 @@ one seed) of: scratch final return / cost, zero-shot return / cost, fine-tuned f
 their violation rates, the lifetime target cost (``train/lifetime_cost``) of fine-tuning and of
 scratch at their common target step, and the ratio fine-tune / scratch (of the seed means); the first
 target step at which a run's training evaluation met the budget (``eval/cost <= eval/budget``, and
-``eval/return`` above the spec's do-nothing baseline where it gives one). Plots: lifetime target cost
-and evaluation return against target steps, per method, with scratch.
+``eval/return`` above the spec's do-nothing baseline where it gives one). Against the goals the study is
+measured by (``GOALS``): per target, fine-tuning's saving of lifetime cost over scratch and its final
+return as a fraction of scratch's, and each method's saving over plain (``none``) fine-tuning, each a
+ratio of seed means with a 95 % interval (each group's seeds resampled independently). Plots: lifetime
+target cost and evaluation return against target steps, per method, with scratch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import numpy as np
 import yaml
 
 BOOTSTRAP = 10_000
+# the transfer study's goals (issue 33): transfer pays >= 70 % less lifetime target cost than scratch at
+# >= 90 % of scratch's final return; robust source training pays >= 30 % less than plain transfer
+GOALS = {"saving_vs_scratch": 0.70, "return_vs_scratch": 0.90, "saving_vs_none": 0.30}
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -35,6 +41,66 @@ def bootstrap_ci(values: list[float], resamples: int = BOOTSTRAP, seed: int = 0)
     idx = np.random.default_rng(seed).integers(0, len(v), size=(resamples, len(v)))
     means = v[idx].mean(axis=1)
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def ratio_ci(num: list[float], den: list[float], resamples: int = BOOTSTRAP, seed: int = 0) -> list[float] | None:
+    """95 % percentile interval of mean(num) / mean(den), resampling each group's seeds independently
+    (the two arms' runs are not paired); None with fewer than two values in either or a resampled
+    denominator mean <= 0."""
+    if len(num) < 2 or len(den) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    n, d = np.asarray(num, float), np.asarray(den, float)
+    n_means = n[rng.integers(0, len(n), size=(resamples, len(n)))].mean(axis=1)
+    d_means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    if (d_means <= 0).any():
+        return None
+    ratios = n_means / d_means
+    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+
+
+def ratio_of_means(num: dict | None, den: dict | None, saving: bool = False) -> dict | None:
+    """mean(num) / mean(den) of two aggregates with its interval; ``saving``: 1 minus that (the
+    interval's ends swapped). None where either is empty or den's mean <= 0."""
+    if not num or not den or not num["n"] or not den["n"] or den["mean"] <= 0:
+        return None
+    value, ci = num["mean"] / den["mean"], ratio_ci(num["values"], den["values"])
+    if saving:
+        value, ci = 1.0 - value, ci and [1.0 - ci[1], 1.0 - ci[0]]
+    return {"value": value, "ci95": ci, "n": [num["n"], den["n"]]}
+
+
+def goals(methods: dict) -> dict:
+    """Per method: fine-tuning against scratch (lifetime-cost saving, final return ratio) and against
+    plain fine-tuning (``none``'s lifetime-cost saving at the same target step)."""
+    out = {}
+    plain = methods.get("none")
+    for m, r in methods.items():
+        g = {"saving_vs_scratch": ratio_of_means(r.get("finetune_lifetime_cost"), r.get("scratch_lifetime_cost"), True),
+             "return_vs_scratch": ratio_of_means(r["finetune_return"], r.get("scratch_return")),
+             "saving_vs_none": None}
+        if plain is not None and m != "none" and r.get("common_target_step") == plain.get("common_target_step"):
+            g["saving_vs_none"] = ratio_of_means(r.get("finetune_lifetime_cost"), plain.get("finetune_lifetime_cost"),
+                                                 True)
+        out[m] = g
+    return out
+
+
+def judge(ratio: dict | None, goal: float) -> str:
+    """Whether a ratio meets a goal (at least ``goal``), counting the seeds' spread."""
+    if ratio is None:
+        return "–"
+    v, ci = ratio["value"], ratio["ci95"]
+    if ci is None:
+        why = "one seed" if min(ratio["n"]) < 2 else "a resampled denominator mean is 0"
+        return ("met" if v >= goal else "not met") + f" (no interval: {why})"
+    if ci[0] >= goal:
+        return "met (the whole interval)"
+    if v >= goal:
+        return "met by the mean; the interval reaches below the goal"
+    if ci[1] >= goal:
+        return "not met by the mean; the interval reaches the goal"
+    return "not met (the whole interval)"
 
 
 def aggregate(values: list[float | None]) -> dict:
@@ -122,7 +188,11 @@ def collect(study: Path) -> dict:
                     row["finetune_lifetime_cost"], row["scratch_lifetime_cost"] = ft_l, sc_l
                     row["lifetime_cost_ratio"] = (ft_l["mean"] / sc_l["mean"]) if ft_l["mean"] is not None and \
                         sc_l["mean"] not in (None, 0) else None
+            if scratch_runs:
+                row["scratch_return"] = tgt["scratch"]["final_return"]
             tgt["methods"][method] = row
+        if scratch_runs:
+            tgt["goals"] = goals(tgt["methods"])
         out["targets"][t] = tgt
     out["attacks"] = collect_attacks(study, spec)
     out["env_sweeps"] = collect_env_sweeps(study, spec)
@@ -260,6 +330,8 @@ def markdown(data: dict, plots: list[str]) -> str:
         if tgt["scratch"]:
             lines.append(f"- scratch: {_steps(tgt['scratch']['first_safe_step'])}")
         lines.append("")
+        if tgt.get("goals"):
+            lines += _goal_lines(tgt["goals"])
     if data.get("attacks"):
         lines += ["## Test-time attacks on the source agents (in the source env)", "",
                   "| method | attack | ε | return | cost |", "| --- | --- | --- | --- | --- |"]
@@ -288,6 +360,28 @@ def markdown(data: dict, plots: list[str]) -> str:
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _goal_lines(g: dict) -> list[str]:
+    """The goals table of one target: each ratio with its 95 % interval and whether it meets its goal."""
+    def cell(r: dict | None, key: str) -> str:
+        if r is None:
+            return "–"
+        ci = f" [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r["ci95"] else ""
+        return f"{r['value']:.2f}{ci}: {judge(r, GOALS[key])}"
+
+    lines = ["Against the study's goals (ratios of seed means, 95 % interval with each arm's seeds resampled "
+             f"independently): lifetime-cost saving of fine-tuning over scratch >= {GOALS['saving_vs_scratch']:.0%} "
+             f"at >= {GOALS['return_vs_scratch']:.0%} of scratch's final return; saving over plain (`none`) "
+             f"fine-tuning >= {GOALS['saving_vs_none']:.0%}. A goal whose interval reaches across it is not shown "
+             "by these seeds.", "",
+             "| method | saving vs scratch | final return / scratch's | saving vs `none` |",
+             "| --- | --- | --- | --- |"]
+    for m, r in g.items():
+        lines.append(f"| {m} | {cell(r['saving_vs_scratch'], 'saving_vs_scratch')} | "
+                     f"{cell(r['return_vs_scratch'], 'return_vs_scratch')} | "
+                     f"{cell(r['saving_vs_none'], 'saving_vs_none')} |")
+    return lines + [""]
 
 
 def _summary_lines(summary: dict) -> list[str]:

@@ -45,17 +45,75 @@ def check_out(out: Path) -> None:
         raise StudyError(f"--out {str(out)!r} is not writable: {e.strerror or e}") from None
 
 
-def check_spec_unchanged(out: Path, spec: dict) -> bool:
-    """True if DIR/spec.yaml exists (and equals ``spec``); a different one is an error."""
+GROWABLE = ("methods", "seeds")  # what a study may add to: new cells, and every earlier cell means what it did
+
+
+def check_spec_unchanged(out: Path, spec: dict) -> tuple[bool, list[str]]:
+    """(whether DIR/spec.yaml exists, what ``spec`` adds to it). A spec that only adds methods or seeds
+    grows the study; any other difference is an error naming it."""
     path = out / SPEC
     if not path.exists():
-        return False
+        return False, []
     old = yaml.safe_load(path.read_text())
-    if old != spec:
+    if old == spec:
+        return True, []
+    same_rest = {k: v for k, v in old.items() if k not in GROWABLE} == \
+        {k: v for k, v in spec.items() if k not in GROWABLE}
+    kept = all(spec["methods"].get(m) == entry for m, entry in old["methods"].items()) and \
+        set(old["seeds"]) <= set(spec["seeds"])
+    if not (same_rest and kept):
         changes = diff(old, spec)
         raise StudyError(f"{str(out)!r} holds a study with a different spec ({path}); changed: "
-                         + "; ".join(changes[:10]) + ". Use a new --out, or restore the spec")
-    return True
+                         + "; ".join(changes[:10]) + ". A study may only add methods or seeds; use a new "
+                         "--out, or restore the spec")
+    added = [f"method {m}" for m in spec["methods"] if m not in old["methods"]]
+    added += [f"seed {s}" for s in spec["seeds"] if s not in old["seeds"]]
+    return True, added
+
+
+def reuse_sources(cells: list[grid.Cell], out: Path, other: Path, echo=print) -> int:
+    """Copy the finished source runs of the study at ``other`` into this study's unstarted source cells
+    of the same method and seed whose config would be the same: the run's saved config.yaml equals the
+    one the cell's train.py resolves now (preset, config files, --set, env, seed, steps, and every
+    default). Their done.json says where they came from. Returns how many were copied."""
+    import shutil
+
+    from latent_adversary.config import RobustConfig
+    from slac import config
+    from slac.run import RunRequest, new_run_config
+
+    other = Path(other).resolve()
+    if not (other / SPEC).exists():
+        raise StudyError(f"--reuse-source {str(other)!r} holds no study (no {SPEC})")
+    if other == out:
+        raise StudyError("--reuse-source is this study's own --out")
+    copied = 0
+    for c in cells:
+        if c.arm != "source" or cell_state(c, out) == "done" or (c.dir.exists() and any(c.dir.iterdir())):
+            continue
+        src = other / c.dir.relative_to(out)
+        if not (src / cellmod.DONE).exists():
+            if src.exists():
+                echo(f"reuse: {c.id}: not reused, unfinished in {other}")
+            continue
+        cfg, _ = new_run_config(RunRequest(**c.stages[0]["request"]), RobustConfig)
+        wanted = yaml.safe_load(yaml.safe_dump(config.to_dict(cfg), sort_keys=False))
+        saved = yaml.safe_load((src / "config.yaml").read_text())
+        if saved != wanted:
+            echo(f"reuse: {c.id}: not reused, its config differs: " + "; ".join(diff(saved, wanted)[:3]))
+            continue
+        if c.dir.exists():
+            c.dir.rmdir()  # empty (checked above)
+        tmp = c.dir.with_name(f".{c.dir.name}.reuse-tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(".lock", cellmod.DONE, cellmod.FAILED))
+        done = json.loads((src / cellmod.DONE).read_text())
+        cellmod.write_json(tmp / cellmod.DONE, {**done, "id": c.id, "reused_from": str(src),
+                                                "reused": time.strftime("%Y-%m-%d %H:%M:%S")})
+        os.replace(tmp, c.dir)  # whole or not at all
+        echo(f"reuse: {c.id}: copied from {src}")
+        copied += 1
+    return copied
 
 
 def check_address(address: str | None) -> None:
@@ -139,7 +197,7 @@ def submission_order(pending: list[grid.Cell]) -> list[grid.Cell]:
 
 
 def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | None = None,
-        dry_run: bool = False, python: str = sys.executable, echo=print) -> int:
+        dry_run: bool = False, python: str = sys.executable, echo=print, reuse_from: Path | None = None) -> int:
     out = Path(out).resolve()
     if max_parallel is not None and max_parallel < 1:
         raise StudyError(f"--max-parallel must be >= 1, got {max_parallel}")
@@ -149,17 +207,21 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
         echo(grid.estimate(spec, cells))
         return 0
     check_out(out)
-    existed = check_spec_unchanged(out, spec)
+    existed, added = check_spec_unchanged(out, spec)
     check_address(address)
     by_id = {c.id: c for c in cells}
-    todo = [c for c in cells if cell_state(c, out) != "done"]
-    already = len(cells) - len(todo)
-    running_elsewhere = [c.id for c in todo if cell_state(c, out) == "running"]
+    running_elsewhere = [c.id for c in cells if cell_state(c, out) == "running"]
     if running_elsewhere:
         raise StudyError(f"{len(running_elsewhere)} cell(s) of {out} are running in another study process "
                          f"(e.g. {running_elsewhere[0]}); wait for it or stop it first")
-    if not existed:
+    if added:
+        echo(f"study {out} grows: adds {', '.join(added)}")
+    if added or not existed:
         (out / SPEC).write_text(yaml.safe_dump(spec, sort_keys=True))
+    if reuse_from is not None:
+        reuse_sources(cells, out, Path(reuse_from), echo)
+    todo = [c for c in cells if cell_state(c, out) != "done"]
+    already = len(cells) - len(todo)
     echo(f"study {out}: {len(cells)} cells, {already} done, {len(todo)} to run")
     if not todo:
         return 0
