@@ -5,6 +5,7 @@ from-scratch arm in each target shift, optional test-time attacks; on Ray, resum
                         [--reuse-source OTHER_STUDY_DIR]
     python study.py status DIR
     python study.py report DIR        (writes DIR/report.md, DIR/report.json and PNG plots)
+    python study.py export DIR DEST   (copies the small files, e.g. into docs/results/, to commit)
 
 Every cell is a normal train.py / evaluate.py run directory under DIR; a finished cell has done.json
 and is never run again; an interrupted training cell continues with train.py --resume; a failed one
@@ -45,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("dir")
     rep = sub.add_parser("report", help="write DIR/report.md, DIR/report.json and plots")
     rep.add_argument("dir")
+    exp = sub.add_parser("export", help="copy the study's small files (no checkpoints, TensorBoard or logs) to DEST")
+    exp.add_argument("dir")
+    exp.add_argument("dest")
     return p.parse_args(argv)
 
 
@@ -66,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
 
         if not (Path(args.dir) / "spec.yaml").exists():
             raise StudyError(f"{args.dir!r} holds no study (no spec.yaml)")
+        if args.command == "export":
+            try:
+                files = report.export(args.dir, args.dest)
+            except ValueError as e:
+                raise StudyError(str(e)) from None
+            size = sum(f.stat().st_size for f in files)
+            print(f"copied {len(files)} files ({size / 1e6:.1f} MB) to {args.dest}")
+            return 0
         md, js, plots = report.write(args.dir)
         print(f"report: {md}\njson:   {js}\nplots:  {', '.join(plots)}")
         return 0

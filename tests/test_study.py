@@ -517,3 +517,39 @@ def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_pat
     assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == 1  # now it is
     with pytest.raises(StudyError, match="holds no study"):
         runner.reuse_sources(list(cells.values()), out, tmp_path / "nothing")
+
+
+def test_export_copies_the_small_files_and_the_report_is_the_same(tmp_path, capsys):
+    folder = tmp_path / "runs" / "s"
+    spec = check_spec({**BASE, "seeds": [0, 1]})
+    folder.mkdir(parents=True)
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
+    t = "toy-hazard-colour"
+    for s in (0, 1):
+        src = folder / f"source/none/s{s}"
+        _fake_source_run(src, {"seed": s})
+        (src / "tensorboard").mkdir()
+        (src / "tensorboard" / "events.out.tfevents.1").write_bytes(b"x")
+        (src / "checkpoints" / "replay_000000100.npz").write_bytes(b"x")
+        ft = folder / f"finetune/none/{t}/s{s}"
+        _metrics(ft, [{"step": 100, "train/lifetime_cost": 3.0 + s}])
+        _eval(ft / "final_eval.json", 1.0 + s, 0.0, 0.0)
+    (folder / "logs").mkdir()
+    (folder / "logs" / "source__none__s0.0-train.out").write_text("output")
+    (folder / ".running").mkdir()
+    (folder / ".running" / "source__none__s0.lock").write_text("")
+    md, _, _ = report.write(folder)
+    dest = tmp_path / "docs" / "s"
+    assert study.main(["export", str(folder), str(dest)]) == 0
+    assert "copied" in capsys.readouterr().out
+    kept = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert kept == sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+                          and p.suffix in (".yaml", ".json", ".jsonl", ".md", ".png")
+                          and not {"checkpoints", "tensorboard", "logs", ".running"} & set(p.relative_to(folder).parts))
+    assert "source/none/s0/metrics.jsonl" in kept and "report.md" in kept and f"{t}_cost.png" in kept
+    assert not any("checkpoints" in k or "tensorboard" in k or "logs" in k or ".lock" in k for k in kept)
+    before = md.read_text()
+    report.write(dest)
+    assert (dest / "report.md").read_text() == before  # the same report from the copy alone
+    assert study.main(["export", str(folder), str(folder / "inside")]) == 2
+    assert "inside the study" in capsys.readouterr().err

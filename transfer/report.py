@@ -480,3 +480,30 @@ def write(study: str | Path) -> tuple[Path, Path, list[str]]:
     js = study / "report.json"
     js.write_text(json.dumps({**data, "plots": plots}, indent=1))
     return md, js, plots
+
+
+# what a study's report is made from and what it makes: the files worth keeping in version control
+SMALL_SUFFIXES = (".yaml", ".json", ".jsonl", ".md", ".png")
+SKIPPED_DIRS = ("checkpoints", "tensorboard", "logs")  # weights and replay buffers; event files; command output
+
+
+def export(study: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the study's small files (spec, metrics, evaluation JSON, done.json, configs, report and plots;
+    no checkpoints, TensorBoard files, logs or hidden files) to ``dest``, keeping the layout, so that
+    ``study.py report DEST`` makes the same report. Files already in ``dest`` are overwritten. Returns
+    the copied files."""
+    import shutil
+
+    study, dest = Path(study).resolve(), Path(dest).resolve()
+    if dest == study or study in dest.parents:
+        raise ValueError(f"the export's destination {dest} is inside the study {study}")
+    copied = []
+    for path in sorted(study.rglob("*")):
+        rel = path.relative_to(study)
+        if not path.is_file() or path.suffix not in SMALL_SUFFIXES or \
+                any(part.startswith(".") or part in SKIPPED_DIRS for part in rel.parts):
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest / rel)
+        copied.append(dest / rel)
+    return copied
