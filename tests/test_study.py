@@ -473,7 +473,7 @@ def _fake_source_run(run_dir: Path, cfg_dict: dict) -> None:
     (run_dir / "done.json").write_text(json.dumps({"id": "source/none/s0", "arm": "source", "exit_code": 0}))
 
 
-def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_path):
+def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_path, capsys):
     from latent_adversary.config import RobustConfig
     from slac import config
     from slac.run import RunRequest, new_run_config
@@ -496,7 +496,18 @@ def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_pat
     _fake_source_run(other / "source/none/s1", different)
     (other / "source/none/s2").mkdir(parents=True)  # started there, not finished
     lines = []
-    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == 1
+    # --dry-run says what it would copy and copies nothing; its estimate leaves that run out
+    would = runner.reuse_sources(list(cells.values()), out, other, echo=lines.append, dry_run=True)
+    assert would == ["source/none/s0"]
+    assert not (out / "source").exists() and any("source/none/s0: would be copied from" in ln for ln in lines)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    assert study.main(["run", str(spec_file), "--out", str(tmp_path / "new"), "--dry-run", "--reuse-source",
+                       str(other)]) == 0
+    printed = capsys.readouterr().out
+    assert "source       2 cells         200 agent steps" in printed and "without the 1 source cell(s)" in printed
+    lines.clear()
+    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == ["source/none/s0"]
     copied = out / "source/none/s0"
     assert (copied / "checkpoints/latest.pt").read_bytes() == b"weights"
     assert (copied / "metrics.jsonl").read_text() == (other / "source/none/s0/metrics.jsonl").read_text()
@@ -511,10 +522,10 @@ def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_pat
     (other / "source/none/s1/config.yaml").write_text(yaml.safe_dump(resolved(1), sort_keys=False))
     (out / "source/none/s1").mkdir(parents=True)
     (out / "source/none/s1" / "metrics.jsonl").write_text("")
-    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == 0
+    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == []
     assert (out / "source/none/s1" / "metrics.jsonl").read_text() == ""
     (out / "source/none/s1" / "metrics.jsonl").unlink()
-    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == 1  # now it is
+    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == ["source/none/s1"]
     with pytest.raises(StudyError, match="holds no study"):
         runner.reuse_sources(list(cells.values()), out, tmp_path / "nothing")
 

@@ -71,11 +71,12 @@ def check_spec_unchanged(out: Path, spec: dict) -> tuple[bool, list[str]]:
     return True, added
 
 
-def reuse_sources(cells: list[grid.Cell], out: Path, other: Path, echo=print) -> int:
+def reuse_sources(cells: list[grid.Cell], out: Path, other: Path, echo=print, dry_run: bool = False) -> list[str]:
     """Copy the finished source runs of the study at ``other`` into this study's unstarted source cells
     of the same method and seed whose config would be the same: the run's saved config.yaml equals the
     one the cell's train.py resolves now (preset, config files, --set, env, seed, steps, and every
-    default). Their done.json says where they came from. Returns how many were copied."""
+    default). Their done.json says where they came from. Returns the ids of the cells copied (with
+    ``dry_run``: that would be, copying nothing)."""
     import shutil
 
     from latent_adversary.config import RobustConfig
@@ -87,7 +88,7 @@ def reuse_sources(cells: list[grid.Cell], out: Path, other: Path, echo=print) ->
         raise StudyError(f"--reuse-source {str(other)!r} holds no study (no {SPEC})")
     if other == out:
         raise StudyError("--reuse-source is this study's own --out")
-    copied = 0
+    copied = []
     for c in cells:
         if c.arm != "source" or cell_state(c, out) == "done" or (c.dir.exists() and any(c.dir.iterdir())):
             continue
@@ -102,6 +103,10 @@ def reuse_sources(cells: list[grid.Cell], out: Path, other: Path, echo=print) ->
         if saved != wanted:
             echo(f"reuse: {c.id}: not reused, its config differs: " + "; ".join(diff(saved, wanted)[:3]))
             continue
+        if dry_run:
+            echo(f"reuse: {c.id}: would be copied from {src}")
+            copied.append(c.id)
+            continue
         if c.dir.exists():
             c.dir.rmdir()  # empty (checked above)
         tmp = c.dir.with_name(f".{c.dir.name}.reuse-tmp")
@@ -112,7 +117,7 @@ def reuse_sources(cells: list[grid.Cell], out: Path, other: Path, echo=print) ->
                                                 "reused": time.strftime("%Y-%m-%d %H:%M:%S")})
         os.replace(tmp, c.dir)  # whole or not at all
         echo(f"reuse: {c.id}: copied from {src}")
-        copied += 1
+        copied.append(c.id)
     return copied
 
 
@@ -204,7 +209,10 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
     cells = grid.build(spec, out, python)
     if dry_run:
         echo(describe(cells, out))
-        echo(grid.estimate(spec, cells))
+        reused = reuse_sources(cells, out, Path(reuse_from), echo, dry_run=True) if reuse_from is not None else []
+        echo(grid.estimate(spec, [c for c in cells if c.id not in reused]))
+        if reused:
+            echo(f"  (without the {len(reused)} source cell(s) --reuse-source would copy)")
         return 0
     check_out(out)
     existed, added = check_spec_unchanged(out, spec)
