@@ -280,6 +280,17 @@ def test_finetune_set_reaches_only_the_fine_tune_cells(tmp_path, capsys):
         [(False, False), (True, True), (False, False)]  # source, fine-tune, scratch
 
 
+def test_scratch_set_reaches_only_the_scratch_cells(tmp_path, capsys):
+    with pytest.raises(StudyError, match="scratch.set"):
+        check_spec({**BASE, "scratch": {"enabled": True, "set": ["train.nope=1"]}})
+    assert "set" not in check_spec(dict(BASE))["scratch"]  # the specs stored before it still match
+    spec = write_spec(tmp_path, scratch={"enabled": True, "steps": 100, "set": ["train.eval_interval=50"]})
+    assert study.main(["run", str(spec), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "train.py" in line]
+    assert [("train.eval_interval=50" in line, "toy-reach-grey" in line) for line in lines] == \
+        [(False, False), (False, False), (True, True)]  # source, fine-tune, scratch
+
+
 def test_env_sweeps_in_a_spec_are_checked_and_become_cells(tmp_path, capsys):
     for sweeps, message in (([{"key": "nope", "values": [1, 2]}], "env sweep of 'nope'"),
                             ([{"key": "hazard_radius", "values": [0.1]}], "at least two values"),

@@ -132,6 +132,7 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
                 d = out / "scratch" / t / f"s{seed}"
                 request = {"phase": "source", "env": target_env, **_config_request(spec, None),
                            "seed": seed, "steps": steps}
+                request["sets"] = request["sets"] + spec["scratch"].get("set", [])
                 # judged by its last checkpoint, as a fine-tune is, even where the preset keeps a best.pt:
                 # choosing among a target run's checkpoints takes evaluation episodes in the target,
                 # which its lifetime cost does not count

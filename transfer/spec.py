@@ -10,7 +10,8 @@
     source_steps: 200
     target_steps: 200              # fine-tuning steps in each target
     finetune_set: [train.initial_learning_steps=0]   # optional: --set overrides of the fine-tune runs only
-    scratch: {enabled: true, steps: 200}   # train from scratch in the target env (steps: target_steps)
+    scratch: {enabled: true, steps: 200}   # train from scratch in the target env (steps: target_steps;
+                                           # optional set: [K=V]: --set overrides of the scratch runs only)
     eval_episodes: 2               # zero-shot and final evaluations (evaluate.py --episodes)
     eval_seed: 100                 # not a run seed where sources keep best.pt (their own evaluations chose it)
     baseline_return: {toy-hazard-colour: 0.0}   # optional: a do-nothing return per target
@@ -151,10 +152,13 @@ def check_spec(raw, base: Path | None = None) -> dict:
     scratch = spec.get("scratch", {"enabled": True})
     if isinstance(scratch, bool):
         scratch = {"enabled": scratch}
-    if not isinstance(scratch, dict) or set(scratch) - {"enabled", "steps"}:
-        raise StudyError("spec: scratch must be true/false or {enabled: BOOL, steps: N}")
+    if not isinstance(scratch, dict) or set(scratch) - {"enabled", "steps", "set"}:
+        raise StudyError("spec: scratch must be true/false or {enabled: BOOL, steps: N, set: [K=V, ...]}")
+    scratch_set = _list_of_str(scratch.get("set"), "scratch.set")
     scratch = {"enabled": bool(scratch.get("enabled", True)) and bool(targets),
                "steps": _int(scratch, "steps", 1, default=spec["target_steps"] or 1)}
+    if scratch_set:  # absent when empty, as finetune_set
+        scratch["set"] = scratch_set
     spec["scratch"] = scratch
     spec["eval_episodes"] = _int(spec, "eval_episodes", 1, default=10)
     spec["eval_seed"] = _int(spec, "eval_seed", 0, default=0)
@@ -209,6 +213,10 @@ def check_spec(raw, base: Path | None = None) -> dict:
             config.resolve(preset, spec["config"] + m["config"], sets + finetune_set, cls=RobustConfig)
         except InputError as e:
             raise StudyError(f"spec: finetune_set with method {name!r}: {e}") from None
+    try:
+        config.resolve(preset, spec["config"], spec["set"] + scratch_set + [f"env={source}"], cls=RobustConfig)
+    except InputError as e:
+        raise StudyError(f"spec: scratch.set: {e}") from None
     return spec
 
 
