@@ -189,10 +189,11 @@ def test_report_goals_by_hand(tmp_path):
     assert report.judge(g["latent"]["return_vs_scratch"], 0.9) == \
         "not met by the mean; the interval reaches the goal"  # resamples of (80, 60, 100) reach 100
     assert report.judge({"value": 0.1, "ci95": [0.05, 0.2], "n": [3, 3]}, 0.3) == "not met (the whole interval)"
-    assert report.judge({"value": 0.5, "ci95": None, "n": [1, 3]}, 0.3) == "met (no interval: one seed)"
-    assert report.judge({"value": 0.2, "ci95": None, "n": [2, 2]}, 0.3) == \
-        "not met (no interval: a resampled denominator mean is 0)"
-    assert "| none | 0.82 [" in text and "| latent |" in text and "saving vs `none`" in text
+    assert report.judge({"value": 0.5, "ci95": None, "n": [1, 3]}, 0.3) == "met (one seed: no interval)"
+    assert report.judge({"value": 0.9, "ci95": None, "n": [2, 2]}, 0.3) == \
+        "not shown (no interval: a resampled denominator mean is <= 0)"
+    assert report.ratio_of_means(report.aggregate([1.0, 2.0]), report.aggregate([0.0, 60.0]))["ci95"] is None
+    assert "| none | 200 | 0.82 [" in text and "| latent | 200 |" in text and "saving vs `none`" in text
 
 
 def test_report_attack_sweeps_by_hand(tmp_path):
@@ -484,11 +485,21 @@ def _fake_source_run(run_dir: Path, cfg_dict: dict) -> None:
     (run_dir / "done.json").write_text(json.dumps({"id": "source/none/s0", "arm": "source", "exit_code": 0}))
 
 
-def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_path, capsys):
+def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_path, capsys, monkeypatch):
     from latent_adversary.config import RobustConfig
-    from slac import config
+    from slac import checkpoint, config
+    from slac.errors import InputError
     from slac.run import RunRequest, new_run_config
     from transfer import grid, runner
+
+    def load(run_dir, map_location="cpu", latest=False):
+        """These fake runs' checkpoint: the config in their config.yaml (a real one: the next test)."""
+        path = checkpoint.resolve_path(run_dir, latest)
+        if path.read_bytes() != b"weights":
+            raise InputError(f"checkpoint {path} is corrupt")
+        return {"config": yaml.safe_load((Path(run_dir) / "config.yaml").read_text()), "code_version": "abc1234"}
+
+    monkeypatch.setattr(checkpoint, "load", load)
 
     spec = check_spec({**BASE, "seeds": [0, 1, 2]})
     other, out = tmp_path / "screen", tmp_path / "study"
@@ -525,10 +536,12 @@ def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_pat
     assert not (copied / ".lock").exists()
     done = json.loads((copied / "done.json").read_text())
     assert done["reused_from"] == str(other / "source/none/s0") and done["id"] == "source/none/s0"
+    assert done["code_version"] == "abc1234" and done["code_changed_since"] is None  # no such commit here
     assert runner.cell_state(cells["source/none/s0"], out) == "done"
     assert not (out / "source/none/s1").exists() and not (out / "source/none/s2").exists()
     assert any("source/none/s1: not reused, its config differs: agent.lr: 0.5 -> " in ln for ln in lines), lines
-    assert any("source/none/s2: not reused, unfinished" in ln for ln in lines), lines
+    assert any("source/none/s2: unfinished in " in ln and ln.endswith("it trains here") for ln in lines), lines
+    assert lines[-1] == f"reuse: 1 source run(s) copied from {other}; 2 train here"
     # a cell already started here is never replaced, even by a matching run; a done one is not copied again
     (other / "source/none/s1/config.yaml").write_text(yaml.safe_dump(resolved(1), sort_keys=False))
     (out / "source/none/s1").mkdir(parents=True)
@@ -537,6 +550,11 @@ def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_pat
     assert (out / "source/none/s1" / "metrics.jsonl").read_text() == ""
     (out / "source/none/s1" / "metrics.jsonl").unlink()
     assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == ["source/none/s1"]
+    # a finished cell whose checkpoints are gone (an exported study's copy) is not reused
+    (other / "source/none/s2" / "done.json").write_text("{}")
+    (other / "source/none/s2" / "config.yaml").write_text(yaml.safe_dump(resolved(2), sort_keys=False))
+    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == []
+    assert any("source/none/s2: not reused, no usable checkpoint" in ln for ln in lines), lines
     with pytest.raises(StudyError, match="holds no study"):
         runner.reuse_sources(list(cells.values()), out, tmp_path / "nothing")
 
@@ -575,3 +593,26 @@ def test_export_copies_the_small_files_and_the_report_is_the_same(tmp_path, caps
     assert (dest / "report.md").read_text() == before  # the same report from the copy alone
     assert study.main(["export", str(folder), str(folder / "inside")]) == 2
     assert "inside the study" in capsys.readouterr().err
+
+
+def test_reuse_source_takes_a_real_run_and_refuses_an_exported_copy(tmp_path):
+    import train
+    from slac import checkpoint
+    from transfer import grid, runner
+
+    spec = check_spec(dict(BASE))
+    other, out = tmp_path / "screen", tmp_path / "study"
+    other.mkdir(), out.mkdir()
+    (other / "spec.yaml").write_text(yaml.safe_dump(spec))
+    source = next(c for c in grid.build(spec, other, sys.executable) if c.id == "source/none/s0")
+    assert train.main(source.stages[0]["new"][2:]) == 0  # the cell's own train.py command, 100 steps
+    (source.dir / "done.json").write_text(json.dumps({"id": source.id, "exit_code": 0}))
+    report.export(other, tmp_path / "exported")  # its small files: no checkpoints
+    cells = grid.build(spec, out, sys.executable)
+    lines = []
+    assert runner.reuse_sources(cells, out, tmp_path / "exported", echo=lines.append) == []
+    assert any("source/none/s0: not reused, no usable checkpoint" in ln for ln in lines), lines
+    assert runner.reuse_sources(cells, out, other, echo=lines.append) == ["source/none/s0"]
+    assert "training code" in lines[-2] or "cannot be compared" in lines[-2]  # the code it was trained by, named
+    state = checkpoint.load(out / "source/none/s0")  # what the zero-shot and fine-tune cells take
+    assert state["counters"]["step"] == 100 and state["config"]["seed"] == 0

@@ -71,16 +71,37 @@ def check_spec_unchanged(out: Path, spec: dict) -> tuple[bool, list[str]]:
     return True, added
 
 
+# the code a training run depends on: a reused run trained by a commit that differs here is named
+TRAINING_CODE = ("slac", "envs", "latent_adversary", "train.py")
+
+
+def _code_changes_since(version: str) -> list[str] | None:
+    """The training-code files that differ between commit ``version`` and this checkout's working tree
+    (None where that cannot be told: an unknown version, one with uncommitted changes, no git)."""
+    import subprocess
+
+    if not version or version == "unknown" or "+" in version:
+        return None
+    try:
+        result = subprocess.run(["git", "diff", "--name-only", version, "--", *TRAINING_CODE], cwd=grid.REPO,
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.split() if result.returncode == 0 else None
+
+
 def reuse_sources(cells: list[grid.Cell], out: Path, other: Path, echo=print, dry_run: bool = False) -> list[str]:
     """Copy the finished source runs of the study at ``other`` into this study's unstarted source cells
-    of the same method and seed whose config would be the same: the run's saved config.yaml equals the
-    one the cell's train.py resolves now (preset, config files, --set, env, seed, steps, and every
-    default). Their done.json says where they came from. Returns the ids of the cells copied (with
-    ``dry_run``: that would be, copying nothing)."""
+    of the same method and seed whose config would be the same: the config in the run's last checkpoint
+    equals the one the cell's train.py resolves now (preset, config files, --set, env, seed, steps, and
+    every default). Training code changed since the commit that wrote the checkpoint is named (and kept
+    in the copy's done.json), not refused: the config is the contract. Returns the ids of the cells
+    copied (with ``dry_run``: that would be, copying nothing)."""
     import shutil
 
     from latent_adversary.config import RobustConfig
-    from slac import config
+    from slac import checkpoint, config
+    from slac.errors import InputError
     from slac.run import RunRequest, new_run_config
 
     other = Path(other).resolve()
@@ -88,36 +109,54 @@ def reuse_sources(cells: list[grid.Cell], out: Path, other: Path, echo=print, dr
         raise StudyError(f"--reuse-source {str(other)!r} holds no study (no {SPEC})")
     if other == out:
         raise StudyError("--reuse-source is this study's own --out")
-    copied = []
+    copied, here = [], []
     for c in cells:
         if c.arm != "source" or cell_state(c, out) == "done" or (c.dir.exists() and any(c.dir.iterdir())):
             continue
         src = other / c.dir.relative_to(out)
         if not (src / cellmod.DONE).exists():
-            if src.exists():
-                echo(f"reuse: {c.id}: not reused, unfinished in {other}")
+            echo(f"reuse: {c.id}: " + ("unfinished" if src.exists() else "absent") + f" in {other}: it trains here")
+            here.append(c.id)
+            continue
+        try:
+            checkpoint.resolve_path(src)  # the agent the later cells take (best.pt or latest.pt)
+            state = checkpoint.load(src, latest=True)
+        except InputError as e:
+            echo(f"reuse: {c.id}: not reused, no usable checkpoint in {src} ({e}): it trains here")
+            here.append(c.id)
             continue
         cfg, _ = new_run_config(RunRequest(**c.stages[0]["request"]), RobustConfig)
         wanted = yaml.safe_load(yaml.safe_dump(config.to_dict(cfg), sort_keys=False))
-        saved = yaml.safe_load((src / "config.yaml").read_text())
+        saved = yaml.safe_load(yaml.safe_dump(state["config"], sort_keys=False))
         if saved != wanted:
-            echo(f"reuse: {c.id}: not reused, its config differs: " + "; ".join(diff(saved, wanted)[:3]))
+            echo(f"reuse: {c.id}: not reused, its config differs: " + "; ".join(diff(saved, wanted)[:3])
+                 + ": it trains here")
+            here.append(c.id)
             continue
+        version = state.get("code_version", "unknown")
+        changed = _code_changes_since(version)
+        code = (f"training code changed since {version}: {', '.join(changed)}" if changed else
+                f"training code as at {version}" if changed is not None else
+                f"trained by {version}: its code cannot be compared with this checkout")
         if dry_run:
-            echo(f"reuse: {c.id}: would be copied from {src}")
+            echo(f"reuse: {c.id}: would be copied from {src} ({code})")
             copied.append(c.id)
             continue
         if c.dir.exists():
             c.dir.rmdir()  # empty (checked above)
-        tmp = c.dir.with_name(f".{c.dir.name}.reuse-tmp")
+        tmp = c.dir.with_name(f".{c.dir.name}.reuse-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(".lock", cellmod.DONE, cellmod.FAILED))
         done = json.loads((src / cellmod.DONE).read_text())
         cellmod.write_json(tmp / cellmod.DONE, {**done, "id": c.id, "reused_from": str(src),
-                                                "reused": time.strftime("%Y-%m-%d %H:%M:%S")})
-        os.replace(tmp, c.dir)  # whole or not at all
-        echo(f"reuse: {c.id}: copied from {src}")
+                                                "reused": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                "code_version": version, "code_changed_since": changed})
+        os.sync()  # the copy on disk before the folder (with its done.json) takes the cell's place
+        os.replace(tmp, c.dir)
+        echo(f"reuse: {c.id}: copied from {src} ({code})")
         copied.append(c.id)
+    echo(f"reuse: {len(copied)} source run(s) {'would be ' if dry_run else ''}copied from {other}"
+         + (f"; {len(here)} train here" if here else ""))
     return copied
 
 
@@ -208,6 +247,10 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
         raise StudyError(f"--max-parallel must be >= 1, got {max_parallel}")
     cells = grid.build(spec, out, python)
     if dry_run:
+        if out.exists():  # what a run would say of the stored spec: refused, or what the new one adds
+            _, added = check_spec_unchanged(out, spec)
+            if added:
+                echo(f"study {out} would grow: adds {', '.join(added)}")
         echo(describe(cells, out))
         reused = reuse_sources(cells, out, Path(reuse_from), echo, dry_run=True) if reuse_from is not None else []
         echo(grid.estimate(spec, [c for c in cells if c.id not in reused]))
