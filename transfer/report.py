@@ -34,13 +34,20 @@ def read_metrics(path: Path) -> list[dict]:
     return read(path) if path.exists() else []
 
 
+def _resampled_means(values: list[float], rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """The means of ``resamples`` resamples of ``values`` with replacement (the bootstrap over seeds)."""
+    v = np.asarray(values, float)
+    return v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(axis=1)
+
+
+def _interval(samples: np.ndarray) -> list[float]:
+    return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
+
+
 def bootstrap_ci(values: list[float], resamples: int = BOOTSTRAP, seed: int = 0) -> list[float] | None:
     if len(values) < 2:
         return None
-    v = np.asarray(values, float)
-    idx = np.random.default_rng(seed).integers(0, len(v), size=(resamples, len(v)))
-    means = v[idx].mean(axis=1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+    return _interval(_resampled_means(values, np.random.default_rng(seed), resamples))
 
 
 def ratio_ci(num: list[float], den: list[float], resamples: int = BOOTSTRAP, seed: int = 0) -> list[float] | None:
@@ -50,13 +57,10 @@ def ratio_ci(num: list[float], den: list[float], resamples: int = BOOTSTRAP, see
     if len(num) < 2 or len(den) < 2:
         return None
     rng = np.random.default_rng(seed)
-    n, d = np.asarray(num, float), np.asarray(den, float)
-    n_means = n[rng.integers(0, len(n), size=(resamples, len(n)))].mean(axis=1)
-    d_means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    n_means, d_means = _resampled_means(num, rng, resamples), _resampled_means(den, rng, resamples)
     if (d_means <= 0).any():
         return None
-    ratios = n_means / d_means
-    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+    return _interval(n_means / d_means)
 
 
 def ratio_of_means(num: dict | None, den: dict | None, saving: bool = False) -> dict | None:
@@ -70,7 +74,7 @@ def ratio_of_means(num: dict | None, den: dict | None, saving: bool = False) -> 
     return {"value": value, "ci95": ci, "n": [num["n"], den["n"]]}
 
 
-def goals(methods: dict) -> dict:
+def goals(methods: dict, scratch: dict) -> dict:
     """Per method: fine-tuning against scratch (lifetime-cost saving, final return ratio) and against
     plain fine-tuning (``none``'s lifetime-cost saving at the same target step)."""
     out = {}
@@ -78,7 +82,7 @@ def goals(methods: dict) -> dict:
     for m, r in methods.items():
         g = {"common_target_step": r.get("common_target_step"),
              "saving_vs_scratch": ratio_of_means(r.get("finetune_lifetime_cost"), r.get("scratch_lifetime_cost"), True),
-             "return_vs_scratch": ratio_of_means(r["finetune_return"], r.get("scratch_return")),
+             "return_vs_scratch": ratio_of_means(r["finetune_return"], scratch["final_return"]),
              "saving_vs_none": None}
         if plain is not None and m != "none" and r.get("common_target_step") == plain.get("common_target_step"):
             g["saving_vs_none"] = ratio_of_means(r.get("finetune_lifetime_cost"), plain.get("finetune_lifetime_cost"),
@@ -190,11 +194,9 @@ def collect(study: Path) -> dict:
                     row["finetune_lifetime_cost"], row["scratch_lifetime_cost"] = ft_l, sc_l
                     row["lifetime_cost_ratio"] = (ft_l["mean"] / sc_l["mean"]) if ft_l["mean"] is not None and \
                         sc_l["mean"] not in (None, 0) else None
-            if scratch_runs:
-                row["scratch_return"] = tgt["scratch"]["final_return"]
             tgt["methods"][method] = row
         if scratch_runs:
-            tgt["goals"] = goals(tgt["methods"])
+            tgt["goals"] = goals(tgt["methods"], tgt["scratch"])
         out["targets"][t] = tgt
     out["attacks"] = collect_attacks(study, spec)
     out["env_sweeps"] = collect_env_sweeps(study, spec)
