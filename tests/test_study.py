@@ -144,8 +144,14 @@ def test_report_aggregates_by_hand(tmp_path):
     text = md.read_text()
     assert "3 ± 2.65" in text and "| none | 200 | 11 ±" in text and "0.333 |" in text
     assert all(Path(p).stat().st_size > 1000 for p in plots) and len(plots) == 2
-    # one seed: no interval
-    assert report.aggregate([2.0])["ci95"] is None and "n/a" in report._cell(report.aggregate([2.0]))
+    # one seed: no interval and no spread, said as n=1
+    assert report.aggregate([2.0])["ci95"] is None and report._cell(report.aggregate([2.0])) == "2 (n=1)"
+
+
+def test_first_safe_step_says_why_a_seed_has_none():
+    arm = {"first_safe_step": {"0": 300, "1": None, "2": None, "3": None},
+           "last_step": {"0": 300, "1": 600, "2": 250, "3": None}, "planned_steps": 600}
+    assert report._steps(arm) == "s0: 300, s1: never, s2: not yet (at 250 of 600), s3: not run"
 
 
 def test_report_goals_by_hand(tmp_path):

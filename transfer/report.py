@@ -142,6 +142,10 @@ def first_safe_step(records: list[dict], baseline: float | None) -> int | None:
     return None
 
 
+def _last_step(records: list[dict]) -> int | None:
+    return int(records[-1]["step"]) if records else None
+
+
 def _curve(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     pts = [(r["step"], r[key]) for r in records if key in r and isinstance(r[key], (int, float))]
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -166,6 +170,8 @@ def collect(study: Path) -> dict:
                 "final_cost": aggregate([e and e["cost"]["mean"] for e in scratch_eval.values()]),
                 "final_violation_rate": aggregate([e and e["violation_rate"] for e in scratch_eval.values()]),
                 "first_safe_step": {s: first_safe_step(m, baseline) for s, m in scratch_metrics.items()},
+                "last_step": {s: _last_step(m) for s, m in scratch_metrics.items()},
+                "planned_steps": spec["scratch"]["steps"],
                 "curves": {s: {"lifetime_cost": _curve(m, "train/lifetime_cost"), "return": _curve(m, "eval/return")}
                            for s, m in scratch_metrics.items()}}
         for method in spec["methods"]:
@@ -181,6 +187,8 @@ def collect(study: Path) -> dict:
                 "finetune_cost": aggregate([e and e["cost"]["mean"] for e in ft_eval.values()]),
                 "finetune_violation_rate": aggregate([e and e["violation_rate"] for e in ft_eval.values()]),
                 "first_safe_step": {s: first_safe_step(m, baseline) for s, m in ft_metrics.items()},
+                "last_step": {s: _last_step(m) for s, m in ft_metrics.items()},
+                "planned_steps": spec["target_steps"],
                 "curves": {s: {"lifetime_cost": _curve(m, "train/lifetime_cost"), "return": _curve(m, "eval/return")}
                            for s, m in ft_metrics.items()},
             }
@@ -286,13 +294,23 @@ def _range(r: dict | None) -> str:
 def _cell(a: dict | None, digits: int = 3) -> str:
     if not a or a["n"] == 0:
         return "–"
+    if a["n"] == 1:
+        return f"{a['mean']:.{digits}g} (n=1)"
     ci = f"[{a['ci95'][0]:.{digits}g}, {a['ci95'][1]:.{digits}g}]" if a["ci95"] else "n/a"
     std = f"{a['std']:.{digits}g}" if a["std"] is not None else "n/a"
     return f"{a['mean']:.{digits}g} ± {std} {ci} (n={a['n']})"
 
 
-def _steps(d: dict) -> str:
-    return ", ".join(f"s{s}: {v if v is not None else 'never'}" for s, v in d.items())
+def _steps(arm: dict) -> str:
+    """Each seed's first safe step; without one, whether the run ended ("never"), is under way or never began."""
+    def seed(s) -> str:
+        step, last = arm["first_safe_step"][s], arm["last_step"][s]
+        if step is not None:
+            return str(step)
+        if last is None:
+            return "not run"
+        return "never" if last >= arm["planned_steps"] else f"not yet (at {last} of {arm['planned_steps']})"
+    return ", ".join(f"s{s}: {seed(s)}" for s in arm["first_safe_step"])
 
 
 def markdown(data: dict, plots: list[str]) -> str:
@@ -324,15 +342,16 @@ def markdown(data: dict, plots: list[str]) -> str:
                       "| --- | --- | --- | --- | --- |"]
             for m, r in tgt["methods"].items():
                 ratio = f"{r['lifetime_cost_ratio']:.3g}" if r.get("lifetime_cost_ratio") is not None else "–"
-                lines.append(f"| {m} | {r.get('common_target_step')} | {_cell(r.get('finetune_lifetime_cost'))} | "
+                common = "–" if r.get("common_target_step") is None else r["common_target_step"]
+                lines.append(f"| {m} | {common} | {_cell(r.get('finetune_lifetime_cost'))} | "
                              f"{_cell(r.get('scratch_lifetime_cost'))} | {ratio} |")
         lines += ["", "First target step whose training evaluation met the budget (eval/cost <= eval/budget"
                   + (", return above the baseline" if tgt["baseline_return"] is not None else "")
                   + "; fine-tune step 0 is the zero-shot evaluation):", ""]
         for m, r in tgt["methods"].items():
-            lines.append(f"- {m} fine-tune: {_steps(r['first_safe_step'])}")
+            lines.append(f"- {m} fine-tune: {_steps(r)}")
         if tgt["scratch"]:
-            lines.append(f"- scratch: {_steps(tgt['scratch']['first_safe_step'])}")
+            lines.append(f"- scratch: {_steps(tgt['scratch'])}")
         lines.append("")
         if tgt.get("goals"):
             lines += _goal_lines(tgt["goals"])
@@ -384,7 +403,8 @@ def _goal_lines(g: dict) -> list[str]:
              "| method | at step | saving vs scratch | final return / scratch's | saving vs `none` |",
              "| --- | --- | --- | --- | --- |"]
     for m, r in g.items():
-        lines.append(f"| {m} | {r['common_target_step']} | {cell(r['saving_vs_scratch'], 'saving_vs_scratch')} | "
+        step = "–" if r["common_target_step"] is None else r["common_target_step"]
+        lines.append(f"| {m} | {step} | {cell(r['saving_vs_scratch'], 'saving_vs_scratch')} | "
                      f"{cell(r['return_vs_scratch'], 'return_vs_scratch')} | "
                      f"{cell(r['saving_vs_none'], 'saving_vs_none')} |")
     return lines + [""]
