@@ -336,7 +336,7 @@ def test_eta_counts_the_longest_chain_and_the_slots():
     assert eta_seconds([Cell("attack/a/x/s0", "attack", Path("x"), [])], walls, 1, {}) == pytest.approx(250 / 3)
 
 
-def test_cells_that_build_on_a_source_go_before_new_sources():
+def test_submission_order_dependents_first_then_the_baselines():
     from transfer.grid import Cell
     from transfer.runner import submission_order
 
@@ -344,8 +344,13 @@ def test_cells_that_build_on_a_source_go_before_new_sources():
     scratch = Cell("scratch/t/s0", "scratch", Path("x"), [])
     sweep = Cell("env_sweep/a/m/s0", "env_sweep", Path("x"), [], deps=["source/a/s0"])
     ft = Cell("finetune/a/t/s0", "finetune", Path("x"), [], deps=["source/a/s0"])
-    order = submission_order([src_a, src_b, scratch, sweep, ft])
-    assert [c.id for c in order] == [sweep.id, ft.id, src_a.id, src_b.id, scratch.id]
+    src_a1 = Cell("source/a/s1", "source", Path("x"), [], method="a")
+    src_a.method, src_b.method = "a", "b"
+    order = submission_order([src_a, src_b, scratch, sweep, ft, src_a1], baseline_method="a")
+    # dependents first; then the baseline's sources, scratch, the other methods' sources
+    assert [c.id for c in order] == [sweep.id, ft.id, src_a.id, src_a1.id, scratch.id, src_b.id]
+    order = submission_order([src_b, scratch, src_a], baseline_method="b")
+    assert [c.id for c in order] == [src_b.id, scratch.id, src_a.id]
 
 
 def _done_cells(out: Path) -> list[Path]:

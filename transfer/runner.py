@@ -233,11 +233,17 @@ def eta_seconds(left: list[grid.Cell], walls: dict[str, list[float]], slots: int
     return max(total / max(slots, 1), max(finish.values(), default=0.0))
 
 
-def submission_order(pending: list[grid.Cell]) -> list[grid.Cell]:
+def submission_order(pending: list[grid.Cell], baseline_method: str | None = None) -> list[grid.Cell]:
     """Cells that build on another (fine-tunes, sweeps, attacks) before new sources and scratch runs, each
     group in spec order: a started method's results are complete before the next method starts, so a study
-    stopped half-way has whole rows to report."""
-    return sorted(pending, key=lambda c: -len(c.deps))
+    stopped half-way has whole rows to report. Among the runs that start from nothing, the baselines come
+    first: the sources of ``baseline_method`` (the spec's first, by convention ``none``), then scratch, then
+    the other methods' sources, so that a half-way study can already compare plain transfer with scratch."""
+    def rank(c: grid.Cell) -> tuple[int, int]:
+        if c.deps:
+            return -len(c.deps), 0
+        return 0, 0 if c.arm == "source" and c.method == baseline_method else 1 if c.arm == "scratch" else 2
+    return sorted(pending, key=rank)
 
 
 def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | None = None,
@@ -306,7 +312,7 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
             progressed = True
             while progressed and len(in_flight) < (max_parallel or 10**9):
                 progressed = False
-                for c in submission_order(pending):
+                for c in submission_order(pending, next(iter(spec["methods"]))):
                     states = [dep_ok(d) for d in c.deps]
                     if False in states:  # a dependency failed: not this session
                         pending.remove(c)
