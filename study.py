@@ -4,6 +4,7 @@ from-scratch arm in each target shift, optional test-time attacks; on Ray, resum
     python study.py run SPEC.yaml --out DIR [--address auto|HOST:PORT] [--max-parallel N] [--dry-run]
                         [--reuse-source OTHER_STUDY_DIR]
     python study.py status DIR
+    python study.py stop DIR          (its running training cells save checkpoints; `run` continues them)
     python study.py report DIR        (writes DIR/report.md, DIR/report.json and PNG plots)
     python study.py export DIR DEST   (copies the small files, e.g. into docs/results/, to commit)
 
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "same method and seed where the resolved config is identical (e.g. a screen's seed 0)")
     s = sub.add_parser("status", help="done / running / pending / failed cells per arm")
     s.add_argument("dir")
+    st = sub.add_parser("stop", help="stop the study process running DIR; its training cells save checkpoints")
+    st.add_argument("dir")
     rep = sub.add_parser("report", help="write DIR/report.md, DIR/report.json and plots")
     rep.add_argument("dir")
     exp = sub.add_parser("export", help="copy the study's small files (no checkpoints, TensorBoard or logs) to DEST")
@@ -66,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(runner.status(Path(args.dir)))
             return 0
+        if args.command == "stop":
+            from transfer import runner
+
+            return runner.stop(Path(args.dir))
         from transfer import report
 
         if not (Path(args.dir) / "spec.yaml").exists():

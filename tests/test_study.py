@@ -365,6 +365,42 @@ def _wait_for_cells_to_stop(study: Path, timeout: float = 120.0) -> None:
         assert wait_unlocked(lock, timeout, poll=0.1), f"{lock.name} is still held after the runner was killed"
 
 
+def test_stop_ends_the_runner_and_its_training_cells_save(tmp_path):
+    """`study.py stop DIR` SIGTERMs the study process; its running train.py saves a checkpoint (no periodic
+    one here), the runner lets go of DIR, and a second runner on DIR is refused while the first runs."""
+    spec = write_spec(tmp_path, source_steps=5000, scratch={"enabled": False},
+                      set=["train.checkpoint_interval=100000"])
+    out = tmp_path / "study"
+    cmd = [sys.executable, str(REPO / "study.py"), "run", str(spec), "--out", str(out), "--max-parallel", "1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    src = out / "source/none/s0"
+    try:
+        deadline = time.monotonic() + 300
+        while not report.read_metrics(src / "metrics.jsonl"):
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "the source run did not start"
+            time.sleep(0.1)
+        second = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "another study process" in second.stderr, second.stderr
+        assert f"study.py stop {out}" in second.stderr
+        assert not (src / "checkpoints").exists()
+        stopped = subprocess.run([sys.executable, str(REPO / "study.py"), "stop", str(out)], cwd=REPO, env=ENV,
+                                 capture_output=True, text=True, timeout=900)
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert proc.wait(timeout=60) == 130
+        from transfer.cell import _checkpoint_step, wait_unlocked
+        assert wait_unlocked(src / ".lock") and not (src / "done.json").exists()
+        assert 0 < _checkpoint_step(src) < 5000  # saved when stopped, mid-run
+        again = subprocess.run([sys.executable, str(REPO / "study.py"), "stop", str(out)], cwd=REPO, env=ENV,
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0 and "no study process is running" in again.stdout
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def test_study_end_to_end_killed_and_continued(tmp_path):
     """The smoke study's shape (2 methods x 2 seeds x 1 target, scratch on), shorter runs, and an env sweep
     of the source checkpoints: 18 cells."""

@@ -5,8 +5,10 @@ Standard library only: Ray sends this module to its workers by value. The file s
 stage whose run directory holds ``checkpoints/latest.pt`` continues with ``train.py --resume``; a
 failure writes ``failed.json`` with the last line of the command's stderr (the next ``run`` retries).
 While a cell runs its task holds a flock on ``STUDY/.running/<cell>.lock`` (how ``status`` sees it).
-The subprocesses get SIGTERM if the worker running them dies (Linux): train.py then saves a
-checkpoint and exits, so a killed study leaves resumable runs.
+The commands get SIGTERM when the worker running them dies (Linux PR_SET_PDEATHSIG; they run in
+their own session, out of reach of Ray's SIGKILL of a dead worker's process group, and the runner turns
+off a local Ray's SIGKILL of a dead worker's children): train.py then saves a checkpoint and exits, so a
+stopped (its tasks cancelled) or killed study leaves resumable runs.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def _prepare_child() -> None:
-    """In the cell's child process: die with its parent, and undo Ray's worker niceness."""
+    """In the cell's child process: SIGTERM when its parent dies, the stop signals Ray's worker blocks
+    unblocked, and Ray's worker niceness undone."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     # Ray starts its workers at nice 15; a cell inherits that and, next to any process at nice 0, gets
     # a few per cent of a core (a smoke run measured 396 s instead of 17.5 s beside two training runs).
     # Back to nice 0 where allowed (root, or CAP_SYS_NICE); elsewhere the cell keeps Ray's niceness.
@@ -94,7 +98,9 @@ def _run(argv: list[str], cwd: str, log: Path) -> tuple[int, float, str]:
     env["PYTHONUNBUFFERED"] = "1"
     start = time.monotonic()
     with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, env=env, preexec_fn=_prepare_child)
+        # its own session: Ray SIGKILLs a dead worker's process group, which would cut a checkpoint short
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, env=env, preexec_fn=_prepare_child,
+                                start_new_session=True)
         code = proc.wait()
     return code, time.monotonic() - start, _last_line(log.with_suffix(".err"))
 

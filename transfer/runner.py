@@ -8,8 +8,10 @@ gets that run's ObjectRef as an argument. ``--max-parallel N`` keeps at most N c
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -22,6 +24,8 @@ from transfer import grid
 from transfer.spec import StudyError, diff
 
 SPEC = "spec.yaml"
+RUNNER_LOCK = ".runner.lock"  # held (flock) by the study process running DIR; holds "HOST PID"
+STOP_WAIT_S = 600  # how long ``stop`` waits for a runner whose training cells save their checkpoints
 
 
 def cell_state(c: grid.Cell, study: Path) -> str:
@@ -32,6 +36,49 @@ def cell_state(c: grid.Cell, study: Path) -> str:
     if (c.dir / cellmod.FAILED).exists():
         return "failed"
     return "pending"
+
+
+def hold_runner_lock(out: Path) -> int:
+    """Take DIR's runner lock (one study process per folder); refused, naming who holds it, if taken."""
+    fd = os.open(out / RUNNER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StudyError(f"another study process (host and pid: {holder}) is running {out}; wait for it, or "
+                         f"`python study.py stop {out}`") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def stop(out: Path, timeout: float = STOP_WAIT_S, echo=print) -> int:
+    """SIGTERM the study process running DIR and wait until it has ended: it cancels its running cells,
+    whose train.py processes get SIGTERM, save a checkpoint and continue with the next ``run``."""
+    out = Path(out).resolve()
+    lock = out / RUNNER_LOCK
+    if not (out / SPEC).exists():
+        raise StudyError(f"{str(out)!r} holds no study (no {SPEC})")
+    if cellmod.wait_unlocked(lock):
+        echo(f"no study process is running {out}")
+        return 0
+    host, _, pid = lock.read_text().strip().partition(" ")
+    if host != socket.gethostname() or not pid.isdigit():
+        raise StudyError(f"{out} is run by process {pid or '?'} on host {host or '?'}; stop it there")
+    echo(f"stopping the study process {pid} of {out} (its training cells save checkpoints) ...")
+    try:
+        os.kill(int(pid), signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    if not cellmod.wait_unlocked(lock, timeout):
+        raise StudyError(f"process {pid} still runs {out} after {timeout:.0f} s; look at it with `ps -p {pid}`")
+    echo(f"stopped; `study.py status {out}` shows what is left, the same `study.py run` command continues")
+    return 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def check_out(out: Path) -> None:
@@ -176,6 +223,9 @@ def check_address(address: str | None) -> None:
 
 def init_ray(address: str | None):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # a local Ray's workers would SIGKILL their cells' processes when they exit; without that, a cell's
+    # train.py gets SIGTERM from its dying worker instead (transfer.cell) and saves a checkpoint first
+    os.environ.setdefault("RAY_kill_child_processes_on_worker_exit", "false")
     # Ray 2.60 turns on token auth and keeps the token in ~/.ray/auth_token; a driver joining a cluster
     # (`ray start --head`) must use token auth too, set before ray is imported (Ray reads the token itself)
     if address is not None and "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
@@ -264,6 +314,15 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
             echo(f"  (without the {len(reused)} source cell(s) --reuse-source would copy)")
         return 0
     check_out(out)
+    runner_lock = hold_runner_lock(out)
+    try:
+        return _run(spec, out, cells, address, max_parallel, echo, reuse_from)
+    finally:
+        os.close(runner_lock)
+
+
+def _run(spec: dict, out: Path, cells: list[grid.Cell], address: str | None, max_parallel: int | None,
+         echo, reuse_from: Path | None) -> int:
     existed, added = check_spec_unchanged(out, spec)
     check_address(address)
     by_id = {c.id: c for c in cells}
@@ -283,6 +342,10 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
     if not todo:
         return 0
     ray = init_ray(address)
+    # SIGTERM (`study.py stop`, kill) ends the study as Ctrl-C does: each running cell's worker is ended,
+    # its command gets SIGTERM (transfer.cell), and train.py saves a checkpoint before the runner exits
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    in_flight: dict[object, str] = {}  # Ray ref -> cell id
     try:
         import cloudpickle
 
@@ -293,7 +356,6 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
         echo(f"ray: {slots} CPU(s) in the cluster; up to {limit} cells at a time")
         refs: dict[str, object] = {}  # submitted this session
         results: dict[str, dict] = {}
-        in_flight: dict[object, str] = {}
         started: dict[str, float] = {}
         walls: dict[str, list[float]] = {}
         pending = list(todo)
@@ -332,7 +394,9 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
                         break
             if not in_flight:
                 break
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            ready = []
+            while not ready:  # in short waits, so that a stop signal is handled at once
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
             cid = in_flight.pop(ready[0])
             try:
                 res = ray.get(ready[0])
@@ -360,8 +424,19 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
              + (f"; {len(not_done)} not done (failed or waiting for a failed cell): `study.py status {out}`, "
                 "then `study.py run` again retries them" if not_done else ""))
         return 0 if not not_done else 1
+    except KeyboardInterrupt:
+        running = list(in_flight.values())
+        echo(f"stopping: {len(running)} cell(s) were running; their training runs save a checkpoint")
+        for ref in in_flight:  # ends each cell's worker; its command gets SIGTERM (transfer.cell)
+            ray.cancel(ref, force=True)
+        for cid in running:  # Ray's shutdown ends the workers: first each train.py saves and lets go of its run
+            for stage in by_id[cid].stages:
+                if stage["kind"] == "train":
+                    cellmod.wait_unlocked(Path(stage["run_dir"]) / ".lock", cellmod.LOCK_WAIT_S)
+        raise
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def status(out: Path) -> str:
