@@ -137,12 +137,15 @@ def test_report_aggregates_by_hand(tmp_path):
     assert row["common_target_step"] == 200
     assert row["finetune_lifetime_cost"]["mean"] == pytest.approx(11.0)
     assert row["scratch_lifetime_cost"]["mean"] == pytest.approx(33.0)
-    assert row["lifetime_cost_ratio"] == pytest.approx(1 / 3)
+    assert row["lifetime_cost_ratio"]["value"] == pytest.approx(1 / 3)
+    # its interval: each arm's seeds resampled, so within mean ranges 10-12 over 30-36
+    r_lo, r_hi = row["lifetime_cost_ratio"]["ci95"]
+    assert 10 / 36 <= r_lo < 1 / 3 < r_hi <= 12 / 30
     # first safe step with return > 0: s0 at 200 (return -0.5 at 100), s1, s2 at 100; scratch at 300
     assert row["first_safe_step"] == {"0": 200, "1": 100, "2": 100}
     assert data["scratch"]["first_safe_step"] == {"0": 300, "1": 300, "2": 300}
     text = md.read_text()
-    assert "3 ± 2.65" in text and "| none | 200 | 11 ±" in text and "0.333 |" in text
+    assert "3 ± 2.65" in text and "| none | 200 | 11 ±" in text and f"| 0.333 [{r_lo:.3g}, {r_hi:.3g}] |" in text
     assert all(Path(p).stat().st_size > 1000 for p in plots) and len(plots) == 2
     # one seed: no interval and no spread, said as n=1
     assert report.aggregate([2.0])["ci95"] is None and report._cell(report.aggregate([2.0])) == "2 (n=1)"

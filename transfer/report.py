@@ -63,15 +63,21 @@ def ratio_ci(num: list[float], den: list[float], resamples: int = BOOTSTRAP, see
     return _interval(n_means / d_means)
 
 
-def ratio_of_means(num: dict | None, den: dict | None, saving: bool = False) -> dict | None:
-    """mean(num) / mean(den) of two aggregates with its interval; ``saving``: 1 minus that (the
-    interval's ends swapped). None where either is empty or den's mean <= 0."""
+def ratio_of_means(num: dict | None, den: dict | None) -> dict | None:
+    """mean(num) / mean(den) of two aggregates with its interval; None where either is empty or den's
+    mean <= 0."""
     if not num or not den or not num["n"] or not den["n"] or den["mean"] <= 0:
         return None
-    value, ci = num["mean"] / den["mean"], ratio_ci(num["values"], den["values"])
-    if saving:
-        value, ci = 1.0 - value, ci and [1.0 - ci[1], 1.0 - ci[0]]
-    return {"value": value, "ci95": ci, "n": [num["n"], den["n"]]}
+    return {"value": num["mean"] / den["mean"], "ci95": ratio_ci(num["values"], den["values"]),
+            "n": [num["n"], den["n"]]}
+
+
+def _saving(ratio: dict | None) -> dict | None:
+    """1 minus a ratio of means, its interval's ends swapped."""
+    if ratio is None:
+        return None
+    ci = ratio["ci95"] and [1.0 - ratio["ci95"][1], 1.0 - ratio["ci95"][0]]
+    return {**ratio, "value": 1.0 - ratio["value"], "ci95": ci}
 
 
 def goals(methods: dict, scratch: dict) -> dict:
@@ -81,12 +87,12 @@ def goals(methods: dict, scratch: dict) -> dict:
     plain = methods.get("none")
     for m, r in methods.items():
         g = {"common_target_step": r.get("common_target_step"),
-             "saving_vs_scratch": ratio_of_means(r.get("finetune_lifetime_cost"), r.get("scratch_lifetime_cost"), True),
+             "saving_vs_scratch": _saving(r.get("lifetime_cost_ratio")),
              "return_vs_scratch": ratio_of_means(r["finetune_return"], scratch["final_return"]),
              "saving_vs_none": None}
         if plain is not None and m != "none" and r.get("common_target_step") == plain.get("common_target_step"):
-            g["saving_vs_none"] = ratio_of_means(r.get("finetune_lifetime_cost"), plain.get("finetune_lifetime_cost"),
-                                                 True)
+            g["saving_vs_none"] = _saving(ratio_of_means(r.get("finetune_lifetime_cost"),
+                                                         plain.get("finetune_lifetime_cost")))
         out[m] = g
     return out
 
@@ -200,8 +206,7 @@ def collect(study: Path) -> dict:
                     ft_l = aggregate([lifetime_at(m, common) for m in ft_metrics.values() if m])
                     sc_l = aggregate([lifetime_at(m, common) for m in scratch_metrics.values() if m])
                     row["finetune_lifetime_cost"], row["scratch_lifetime_cost"] = ft_l, sc_l
-                    row["lifetime_cost_ratio"] = (ft_l["mean"] / sc_l["mean"]) if ft_l["mean"] is not None and \
-                        sc_l["mean"] not in (None, 0) else None
+                    row["lifetime_cost_ratio"] = ratio_of_means(ft_l, sc_l)  # the goals' saving is 1 minus it
             tgt["methods"][method] = row
         if scratch_runs:
             tgt["goals"] = goals(tgt["methods"], tgt["scratch"])
@@ -301,6 +306,12 @@ def _cell(a: dict | None, digits: int = 3) -> str:
     return f"{a['mean']:.{digits}g} ± {std} {ci} (n={a['n']})"
 
 
+def _ratio(r: dict | None) -> str:
+    if r is None:
+        return "–"
+    return f"{r['value']:.3g}" + (f" [{r['ci95'][0]:.3g}, {r['ci95'][1]:.3g}]" if r["ci95"] else "")
+
+
 def _steps(arm: dict) -> str:
     """Each seed's first safe step; without one, whether the run ended ("never"), is under way or never began."""
     def seed(s) -> str:
@@ -338,10 +349,10 @@ def markdown(data: dict, plots: list[str]) -> str:
         if tgt["scratch"]:
             lines += ["", "Lifetime target cost (`train/lifetime_cost`, exploration included) at the common target "
                       "step of fine-tuning and scratch:", "",
-                      "| method | common step | fine-tune | scratch | ratio fine-tune / scratch |",
+                      "| method | common step | fine-tune | scratch | ratio fine-tune / scratch [95 % interval] |",
                       "| --- | --- | --- | --- | --- |"]
             for m, r in tgt["methods"].items():
-                ratio = f"{r['lifetime_cost_ratio']:.3g}" if r.get("lifetime_cost_ratio") is not None else "–"
+                ratio = _ratio(r.get("lifetime_cost_ratio"))
                 common = "–" if r.get("common_target_step") is None else r["common_target_step"]
                 lines.append(f"| {m} | {common} | {_cell(r.get('finetune_lifetime_cost'))} | "
                              f"{_cell(r.get('scratch_lifetime_cost'))} | {ratio} |")
