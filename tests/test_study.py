@@ -138,6 +138,12 @@ def test_report_aggregates_by_hand(tmp_path):
     assert row["finetune_lifetime_cost"]["mean"] == pytest.approx(11.0)
     assert row["scratch_lifetime_cost"]["mean"] == pytest.approx(33.0)
     assert row["lifetime_cost_ratio"]["value"] == pytest.approx(1 / 3)
+    # late training evaluations: those after 3/4 of the planned steps (150 of 200; 225 of 300)
+    assert row["finetune_late_return"]["mean"] == pytest.approx(1.0) and row["finetune_late_cost"]["n"] == 3
+    assert data["scratch"]["late_return"]["mean"] == pytest.approx(2.0)
+    recs = report.read_metrics(tmp_path / "finetune/none" / t / "s0/metrics.jsonl")
+    assert report.late_evaluations(recs, 400) is None  # unfinished: no late view
+    assert report.late_evaluations(recs, 120)["evaluations"] == 2  # the evaluations at 100 and 200
     # its interval: each arm's seeds resampled, so within mean ranges 10-12 over 30-36
     r_lo, r_hi = row["lifetime_cost_ratio"]["ci95"]
     assert 10 / 36 <= r_lo < 1 / 3 < r_hi <= 12 / 30
@@ -228,8 +234,8 @@ def test_report_attack_sweeps_by_hand(tmp_path):
 def test_report_env_sweeps_by_hand(tmp_path):
     """A source-only screen (no targets): each value's return and cost averaged over the seeds' evaluate.py
     --env-sweep JSON, each seed's robust range as evaluate.py wrote it, and the range of the mean cost."""
-    spec = check_spec({**BASE, "targets": [], "seeds": [0, 1], "scratch": {"enabled": False},
-                       "env_sweeps": [{"key": "hazard_radius", "values": [0.1, 0.2, 0.3]}]})
+    spec = check_spec({**BASE, "targets": [], "seeds": [0, 1, 2], "scratch": {"enabled": False},
+                       "env_sweeps": [{"key": "hazard_radius", "values": [0.1, 0.2, 0.3]}]})  # s2 not run yet
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     costs = {0: (1.0, 4.0, 30.0), 1: (3.0, 20.0, 12.0)}  # budget 10: means 2, 12, 21 -> only 0.1 is in budget
     for s, cs in costs.items():
@@ -246,6 +252,7 @@ def test_report_env_sweeps_by_hand(tmp_path):
     assert [r["return"]["mean"] for r in sweep["rows"]] == pytest.approx([150.0] * 3)
     assert sweep["budget"] == 10.0 and sweep["robust_range_of_mean"] == {"lower": 0.1, "upper": 0.1, "width": 0.0}
     assert sweep["robust_range_per_seed"]["0"] == {"lower": 0.1, "upper": 0.2, "width": 0.1}
+    assert "2" not in sweep["robust_range_per_seed"]  # a seed without a sweep has no range, not "none"
     text = md.read_text()
     assert "| none | hazard_radius | 0.2 | 150 ±" in text
     assert ("| none | hazard_radius | 0.1 to 0.1 (width 0) | s0: 0.1 to 0.2 (width 0.1), s1: 0.1 to 0.1 (width 0) |"

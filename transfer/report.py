@@ -1,10 +1,11 @@
 """The study report, from the small files only (spec.yaml, metrics.jsonl, evaluation JSON).
 
 Per target and method, over seeds: mean, std (ddof 1) and a 95 % interval of the mean by bootstrap
-over seeds (10,000 resamples of the seeds with replacement, percentile interval, fixed RNG; "n/a" with
+over seeds (10,000 resamples of the seeds with replacement, percentile interval, fixed RNG; none with
 one seed) of: scratch final return / cost, zero-shot return / cost, fine-tuned final return / cost,
-their violation rates, the lifetime target cost (``train/lifetime_cost``) of fine-tuning and of
-scratch at their common target step, and the ratio fine-tune / scratch (of the seed means); the first
+their violation rates, both arms' late training evaluations (the last quarter of their steps), the
+lifetime target cost (``train/lifetime_cost``) of fine-tuning and of scratch at their common target
+step, and the ratio fine-tune / scratch (of the seed means, with its interval); the first
 target step at which a run's training evaluation met the budget (``eval/cost <= eval/budget``, and
 ``eval/return`` above the spec's do-nothing baseline where it gives one). Against the goals the study is
 measured by (``GOALS``): per target, fine-tuning's saving of lifetime cost over scratch and its final
@@ -148,6 +149,25 @@ def first_safe_step(records: list[dict], baseline: float | None) -> int | None:
     return None
 
 
+LATE = 0.25  # the last quarter of a run's steps: its late training evaluations
+
+
+def late_evaluations(records: list[dict], planned_steps: int) -> dict | None:
+    """Mean eval/return and eval/cost of a finished run's training evaluations in its last quarter of
+    steps (a steadier view than the one final checkpoint); None for an unfinished run."""
+    if not records or records[-1]["step"] < planned_steps:
+        return None
+    late = [r for r in records if "eval/cost" in r and r["step"] > (1 - LATE) * planned_steps]
+    if not late:
+        return None
+    return {"return": float(np.mean([r["eval/return"] for r in late])),
+            "cost": float(np.mean([r["eval/cost"] for r in late])), "evaluations": len(late)}
+
+
+def _late(runs: list[dict | None], key: str) -> dict:
+    return aggregate([r and r[key] for r in runs])
+
+
 def _last_step(records: list[dict]) -> int | None:
     return int(records[-1]["step"]) if records else None
 
@@ -171,7 +191,9 @@ def collect(study: Path) -> dict:
         scratch_eval = {s: _eval_json(d / "final_eval.json") for s, d in scratch_runs.items()}
         tgt = {"baseline_return": baseline, "methods": {}, "scratch": None}
         if scratch_runs:
+            late = [late_evaluations(m, spec["scratch"]["steps"]) for m in scratch_metrics.values()]
             tgt["scratch"] = {
+                "late_return": _late(late, "return"), "late_cost": _late(late, "cost"),
                 "final_return": aggregate([e and e["return"]["mean"] for e in scratch_eval.values()]),
                 "final_cost": aggregate([e and e["cost"]["mean"] for e in scratch_eval.values()]),
                 "final_violation_rate": aggregate([e and e["violation_rate"] for e in scratch_eval.values()]),
@@ -185,7 +207,9 @@ def collect(study: Path) -> dict:
             ft_dirs = {s: study / "finetune" / method / t / f"s{s}" for s in seeds}
             ft_eval = {s: _eval_json(d / "final_eval.json") for s, d in ft_dirs.items()}
             ft_metrics = {s: read_metrics(d / "metrics.jsonl") for s, d in ft_dirs.items()}
+            late = [late_evaluations(m, spec["target_steps"]) for m in ft_metrics.values()]
             row = {
+                "finetune_late_return": _late(late, "return"), "finetune_late_cost": _late(late, "cost"),
                 "zero_shot_return": aggregate([e and e["return"]["mean"] for e in zs.values()]),
                 "zero_shot_cost": aggregate([e and e["cost"]["mean"] for e in zs.values()]),
                 "zero_shot_violation_rate": aggregate([e and e["violation_rate"] for e in zs.values()]),
@@ -258,7 +282,8 @@ def collect_env_sweeps(study: Path, spec: dict) -> dict:
             budget = budgets[0] if budgets and len(set(budgets)) == 1 else None
             out.setdefault(method, {})[sw["key"]] = {
                 "rows": rows, "budget": budget,
-                "robust_range_per_seed": {s: js["robustness"] if js else None for s, js in sweeps.items()},
+                # seeds with a sweep only: None is a sweep with no value within the budget
+                "robust_range_per_seed": {s: js["robustness"] for s, js in sweeps.items() if js},
                 "robust_range_of_mean": robust_range([r["value"] for r in complete],
                                                      [r["cost"]["mean"] for r in complete], budget)
                 if complete and budget is not None else None}
@@ -336,16 +361,23 @@ def markdown(data: dict, plots: list[str]) -> str:
         lines += [f"## Target `{t}`", ""]
         if tgt["baseline_return"] is not None:
             lines += [f"Do-nothing baseline return: {tgt['baseline_return']:g}.", ""]
-        lines += ["| arm | return | cost | violation rate |", "| --- | --- | --- | --- |"]
+        lines += [f"Final: the run's last checkpoint, {spec['eval_episodes']} episodes at evaluation seed "
+                  f"{spec['eval_seed']}. Late training evaluations: per seed, the mean of the evaluations the run "
+                  f"made in its last {LATE:.0%} of steps (finished runs only), a steadier view of where it ended.", "",
+                  "| arm | return | cost | violation rate |", "| --- | --- | --- | --- |"]
         if tgt["scratch"]:
             s = tgt["scratch"]
             lines.append(f"| scratch (final) | {_cell(s['final_return'])} | {_cell(s['final_cost'])} | "
                          f"{_cell(s['final_violation_rate'])} |")
+            lines.append(f"| scratch (late training evaluations) | {_cell(s['late_return'])} | "
+                         f"{_cell(s['late_cost'])} | – |")
         for m, r in tgt["methods"].items():
             lines.append(f"| {m}: zero-shot | {_cell(r['zero_shot_return'])} | {_cell(r['zero_shot_cost'])} | "
                          f"{_cell(r['zero_shot_violation_rate'])} |")
             lines.append(f"| {m}: fine-tuned (final) | {_cell(r['finetune_return'])} | {_cell(r['finetune_cost'])} | "
                          f"{_cell(r['finetune_violation_rate'])} |")
+            lines.append(f"| {m}: fine-tuning (late training evaluations) | {_cell(r['finetune_late_return'])} | "
+                         f"{_cell(r['finetune_late_cost'])} | – |")
         if tgt["scratch"]:
             lines += ["", "Lifetime target cost (`train/lifetime_cost`, exploration included) at the common target "
                       "step of fine-tuning and scratch:", "",
@@ -388,7 +420,7 @@ def markdown(data: dict, plots: list[str]) -> str:
         lines += ["", "| method | parameter | robust range of the mean cost | per seed |", "| --- | --- | --- | --- |"]
         for m, sweeps in data["env_sweeps"].items():
             for key, sw in sweeps.items():
-                per_seed = ", ".join(f"s{s}: {_range(r)}" for s, r in sw["robust_range_per_seed"].items())
+                per_seed = ", ".join(f"s{s}: {_range(r)}" for s, r in sw["robust_range_per_seed"].items()) or "–"
                 lines.append(f"| {m} | {key} | {_range(sw['robust_range_of_mean'])} | {per_seed} |")
         lines.append("")
     if plots:
