@@ -330,20 +330,24 @@ def _snapshot(paths: list[Path]) -> dict:
     return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths}
 
 
-def test_eta_counts_the_longest_chain_and_the_slots():
+def test_eta_counts_steps_left_the_longest_chain_and_the_slots(tmp_path):
     from transfer.grid import Cell
     from transfer.runner import eta_seconds
 
-    src = Cell("source/a/s0", "source", Path("x"), [])
-    ft = Cell("finetune/a/t/s0", "finetune", Path("x"), [], deps=["source/a/s0"])
-    other = Cell("source/b/s0", "source", Path("x"), [])
-    walls = {"source": [90.0, 110.0], "finetune": [50.0]}
-    assert eta_seconds([src], {}, 2, {}) is None
-    # one slot: all the work in a row; 8 slots: the chain source -> fine-tune (100 + 50)
-    assert eta_seconds([src, ft, other], walls, 1, {}) == pytest.approx(250.0)
-    assert eta_seconds([src, ft, other], walls, 8, {}) == pytest.approx(150.0)
-    assert eta_seconds([src, ft, other], walls, 8, {"source/a/s0": 30.0}) == pytest.approx(120.0)
-    assert eta_seconds([Cell("attack/a/x/s0", "attack", Path("x"), [])], walls, 1, {}) == pytest.approx(250 / 3)
+    src = Cell("source/a/s0", "source", tmp_path / "src", [], steps=100)
+    ft = Cell("finetune/a/t/s0", "finetune", tmp_path / "ft", [], deps=["source/a/s0"], steps=50)
+    other = Cell("source/b/s0", "source", tmp_path / "other", [], steps=100)
+    attack = Cell("attack/a/x/s0", "attack", tmp_path / "attack", [], deps=["source/a/s0"], episodes=20)
+    assert eta_seconds([src], None, 0.0, 2, {}) is None  # no step time: unknown
+    # 1 s per step, 2 s per episode; one slot: all the work in a row (100 + 50 + 100 + 40);
+    # 8 slots: the chain source -> fine-tune (100 + 50)
+    assert eta_seconds([src, ft, other, attack], 1.0, 2.0, 1, {}) == pytest.approx(290.0)
+    assert eta_seconds([src, ft, other, attack], 1.0, 2.0, 8, {}) == pytest.approx(150.0)
+    # a run part-way (its metrics at step 30) counts the steps it has left; an evaluation, the time it ran
+    src.dir.mkdir()
+    (src.dir / "metrics.jsonl").write_text(json.dumps({"step": 30}) + "\n")
+    assert eta_seconds([src, ft], 1.0, 2.0, 8, {"source/a/s0": 500.0}) == pytest.approx(120.0)
+    assert eta_seconds([attack], 1.0, 2.0, 1, {attack.id: 15.0}) == pytest.approx(25.0)
 
 
 def test_submission_order_dependents_first_then_the_baselines():

@@ -150,6 +150,6 @@ def execute(task: dict, *deps: dict) -> dict:
                 "wall_s": round(time.monotonic() - start, 3), "resumed_from_step": resumed_from,
                 "host": socket.gethostname(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_json(cell_dir / DONE, done)
-        return {**result, "ok": True, "wall_s": done["wall_s"]}
+        return {**result, "ok": True, "wall_s": done["wall_s"], "resumed_from_step": resumed_from}
     finally:
         os.close(running)

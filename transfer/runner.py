@@ -261,20 +261,21 @@ def _fmt(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def eta_seconds(left: list[grid.Cell], walls: dict[str, list[float]], slots: int,
+def eta_seconds(left: list[grid.Cell], step_s: float | None, episode_s: float, slots: int,
                 running_for: dict[str, float]) -> float | None:
     """Seconds until the cells in ``left`` are done: the larger of their work spread over ``slots``
-    and their longest chain of dependencies (a fine-tune waits for its source), each cell taking the
-    mean wall time of the finished cells of its arm (of all arms where its arm has none yet), less
-    the time it has been running. None before any cell has finished."""
-    every = [w for ws in walls.values() for w in ws]
-    if not every:
+    and their longest chain of dependencies (a fine-tune waits for its source). A training cell takes
+    ``step_s`` per agent step not yet in its metrics.jsonl (so a resumed or running run counts what it
+    has left); an evaluation cell ``episode_s`` per episode, less the time it has been running. None
+    without a step time."""
+    if step_s is None:
         return None
     left_ids = {c.id for c in left}
 
     def remaining(c: grid.Cell) -> float:
-        ws = walls.get(c.arm, every)
-        return max(sum(ws) / len(ws) - running_for.get(c.id, 0.0), 0.0)
+        if c.steps:
+            return max(c.steps - _last_step(c.dir / "metrics.jsonl"), 0) * step_s
+        return max(c.episodes * episode_s - running_for.get(c.id, 0.0), 0.0)
 
     finish: dict[str, float] = {}
     for c in left:  # the grid lists every cell after the cells it depends on
@@ -354,10 +355,16 @@ def _run(spec: dict, out: Path, cells: list[grid.Cell], address: str | None, max
         slots = int(ray.cluster_resources().get("CPU", 1))
         limit = min(max_parallel or 10**9, max(slots, 1))
         echo(f"ray: {slots} CPU(s) in the cluster; up to {limit} cells at a time")
+        preset_step_s = grid.STEP_SECONDS.get(spec.get("preset"))
+        first_guess = eta_seconds(todo, preset_step_s, 0.0, limit, {})
+        if first_guess is not None:
+            echo(f"ETA {_fmt(first_guess)} at the preset's {preset_step_s} s per agent step (evaluations not "
+                 "counted); from the first finished cells on, at the step time measured here")
         refs: dict[str, object] = {}  # submitted this session
         results: dict[str, dict] = {}
         started: dict[str, float] = {}
-        walls: dict[str, list[float]] = {}
+        # seconds and agent steps (episodes) of the training (evaluation) cells finished here: the ETA's rates
+        timed = {"train": [0.0, 0], "eval": [0.0, 0]}
         pending = list(todo)
         failed = 0
         t0 = time.monotonic()
@@ -405,13 +412,19 @@ def _run(spec: dict, out: Path, cells: list[grid.Cell], address: str | None, max
             results[cid] = res
             c = by_id[cid]
             if res.get("ok") and not res.get("skipped"):
-                walls.setdefault(c.arm, []).append(res.get("wall_s", time.monotonic() - started[cid]))
+                units = c.steps - (res.get("resumed_from_step") or 0) if c.steps else c.episodes
+                kind = timed["train" if c.steps else "eval"]
+                if units > 0:
+                    kind[0] += res.get("wall_s", time.monotonic() - started[cid])
+                    kind[1] += units
             if not res.get("ok") and not res.get("skipped"):
                 failed += 1
             done = already + sum(1 for r in results.values() if r.get("ok"))
             left = [x for x in todo if x.id not in results]
-            guess = eta_seconds(left, walls, limit, {cid: time.monotonic() - started[cid]
-                                                      for cid in in_flight.values()})
+            (train_s, steps), (eval_s, episodes) = timed["train"], timed["eval"]
+            step_s = train_s / steps if steps else preset_step_s
+            guess = eta_seconds(left, step_s, eval_s / episodes if episodes else 0.0, limit,
+                                {cid: time.monotonic() - started[cid] for cid in in_flight.values()})
             eta = "ETA unknown" if guess is None else f"ETA {_fmt(guess)}"
             what = "done" if res.get("ok") else ("skipped" if res.get("skipped") else "FAILED")
             detail = f": {res['error']}" if res.get("error") else ""
