@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -397,6 +398,9 @@ def test_stop_ends_the_runner_and_its_training_cells_save(tmp_path):
             time.sleep(0.1)
         second = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2 and "another study process" in second.stderr, second.stderr
+        status = subprocess.run([sys.executable, str(REPO / "study.py"), "status", str(out)], cwd=REPO, env=ENV,
+                                capture_output=True, text=True, timeout=120)
+        assert f"run by the study process {socket.gethostname()} {proc.pid}" in status.stdout, status.stdout
         assert f"study.py stop {out}" in second.stderr
         assert not (src / "checkpoints").exists()
         stopped = subprocess.run([sys.executable, str(REPO / "study.py"), "stop", str(out)], cwd=REPO, env=ENV,
@@ -409,6 +413,9 @@ def test_stop_ends_the_runner_and_its_training_cells_save(tmp_path):
         again = subprocess.run([sys.executable, str(REPO / "study.py"), "stop", str(out)], cwd=REPO, env=ENV,
                                capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "no study process is running" in again.stdout
+        status = subprocess.run([sys.executable, str(REPO / "study.py"), "status", str(out)], cwd=REPO, env=ENV,
+                                capture_output=True, text=True, timeout=120)
+        assert "no study process is running it" in status.stdout, status.stdout
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

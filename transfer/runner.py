@@ -473,7 +473,10 @@ def status(out: Path) -> str:
         if s == "failed":
             f = json.loads((c.dir / cellmod.FAILED).read_text())
             failures.append(f"  {c.id}: exit {f['exit_code']}: {f['last_error']}  (log: {f['log']})")
-    lines = [f"study {out}", f"  {'arm':<10} {'done':>5} {'running':>8} {'pending':>8} {'failed':>7}"]
+    lock = out / RUNNER_LOCK
+    runner = "no study process is running it" if cellmod.wait_unlocked(lock) else \
+        f"run by the study process {lock.read_text().strip()} (host, pid; `study.py stop {out}` ends it)"
+    lines = [f"study {out}: {runner}", f"  {'arm':<10} {'done':>5} {'running':>8} {'pending':>8} {'failed':>7}"]
     for arm, n in counts.items():
         lines.append(f"  {arm:<10} {n['done']:>5} {n['running']:>8} {n['pending']:>8} {n['failed']:>7}")
     total = {k: sum(n[k] for n in counts.values()) for k in ("done", "running", "pending", "failed")}
