@@ -236,6 +236,7 @@ def test_report_env_sweeps_by_hand(tmp_path):
     """A source-only screen (no targets): each value's return and cost averaged over the seeds' evaluate.py
     --env-sweep JSON, each seed's robust range as evaluate.py wrote it, and the range of the mean cost."""
     spec = check_spec({**BASE, "targets": [], "seeds": [0, 1, 2], "scratch": {"enabled": False},
+                       "methods": {"none": {}, "other": {}},  # other: not swept yet
                        "env_sweeps": [{"key": "hazard_radius", "values": [0.1, 0.2, 0.3]}]})  # s2 not run yet
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     costs = {0: (1.0, 4.0, 30.0), 1: (3.0, 20.0, 12.0)}  # budget 10: means 2, 12, 21 -> only 0.1 is in budget
@@ -258,6 +259,7 @@ def test_report_env_sweeps_by_hand(tmp_path):
     assert "| none | hazard_radius | 0.2 | 150 ±" in text
     assert ("| none | hazard_radius | 0.1 to 0.1 (width 0) | s0: 0.1 to 0.2 (width 0.1), s1: 0.1 to 0.1 (width 0) |"
             in text)
+    assert "| other | hazard_radius | – | – |" in text  # no sweep yet: no range, not "none"
     assert any(Path(p).name == "env_sweep_hazard_radius.png" and Path(p).stat().st_size > 1000 for p in plots)
 
 

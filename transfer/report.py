@@ -421,7 +421,8 @@ def markdown(data: dict, plots: list[str]) -> str:
         for m, sweeps in data["env_sweeps"].items():
             for key, sw in sweeps.items():
                 per_seed = ", ".join(f"s{s}: {_range(r)}" for s, r in sw["robust_range_per_seed"].items()) or "–"
-                lines.append(f"| {m} | {key} | {_range(sw['robust_range_of_mean'])} | {per_seed} |")
+                of_mean = _range(sw["robust_range_of_mean"]) if sw["robust_range_per_seed"] else "–"  # no sweep yet
+                lines.append(f"| {m} | {key} | {of_mean} | {per_seed} |")
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
