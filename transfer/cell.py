@@ -54,6 +54,23 @@ def _prepare_child() -> None:
         pass
 
 
+def hold_lock(path: Path, wait: bool = True) -> int | None:
+    """Take an exclusive flock on ``path`` (created) and write "HOST PID" in it; returns the descriptor
+    (closing it, or the process ending however it ends, lets go). ``wait`` False: None at once if
+    another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:
+        os.close(fd)
+        if wait:
+            raise
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def wait_unlocked(lock: Path, timeout: float = 0.0, poll: float = 0.5) -> bool:
     """True once no process holds ``lock`` (an flock; a missing file is free), False if one still holds it
     after ``timeout`` seconds (0: one look)."""
@@ -117,10 +134,7 @@ def execute(task: dict, *deps: dict) -> dict:
         return {**result, "ok": True, "skipped": True}
     (study / ".running").mkdir(parents=True, exist_ok=True)
     (study / "logs").mkdir(parents=True, exist_ok=True)
-    running = os.open(study / ".running" / f"{safe_id(task['id'])}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(running, fcntl.LOCK_EX)  # released when this process ends, however it ends
-    os.ftruncate(running, 0)
-    os.pwrite(running, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+    running = hold_lock(study / ".running" / f"{safe_id(task['id'])}.lock")  # let go when this process ends
     try:
         commands, start, resumed_from = [], time.monotonic(), None
         for i, stage in enumerate(task["stages"]):

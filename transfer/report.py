@@ -326,9 +326,9 @@ def _cell(a: dict | None, digits: int = 3) -> str:
         return "–"
     if a["n"] == 1:
         return f"{a['mean']:.{digits}g} (n=1)"
-    ci = f"[{a['ci95'][0]:.{digits}g}, {a['ci95'][1]:.{digits}g}]" if a["ci95"] else "n/a"
-    std = f"{a['std']:.{digits}g}" if a["std"] is not None else "n/a"
-    return f"{a['mean']:.{digits}g} ± {std} {ci} (n={a['n']})"
+    # two or more seeds: aggregate gives a std and an interval
+    ci = f"[{a['ci95'][0]:.{digits}g}, {a['ci95'][1]:.{digits}g}]"
+    return f"{a['mean']:.{digits}g} ± {a['std']:.{digits}g} {ci} (n={a['n']})"
 
 
 def _ratio(r: dict | None) -> str:

@@ -8,7 +8,6 @@ gets that run's ObjectRef as an argument. ``--max-parallel N`` keeps at most N c
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -40,16 +39,11 @@ def cell_state(c: grid.Cell, study: Path) -> str:
 
 def hold_runner_lock(out: Path) -> int:
     """Take DIR's runner lock (one study process per folder); refused, naming who holds it, if taken."""
-    fd = os.open(out / RUNNER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
+    fd = cellmod.hold_lock(out / RUNNER_LOCK, wait=False)
+    if fd is None:
+        holder = (out / RUNNER_LOCK).read_text().strip() or "unknown"
         raise StudyError(f"another study process (host and pid: {holder}) is running {out}; wait for it, or "
-                         f"`python study.py stop {out}`") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+                         f"`python study.py stop {out}`")
     return fd
 
 
