@@ -69,6 +69,14 @@ class LatentPolicy:
         a = torch.as_tensor(action, dtype=torch.float32, device=self.device).unsqueeze(0)
         self.state = self.model.filter_step(self.state, self._image(obs, a), a, sample=self.sample_latent)
 
+    def refilter(self, frames: np.ndarray, actions: np.ndarray) -> None:
+        """Filter the episode so far again, from its first frame: frames (T+1, C, H, W), actions (T, A).
+        For when the model has just changed a lot (after pre-training): the old model's filter state
+        is not one the new model has learned to continue from."""
+        self.reset(frames[0])
+        for action, frame in zip(actions, frames[1:], strict=True):
+            self.observe(action, frame)
+
 
 @dataclass
 class Episode:

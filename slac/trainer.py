@@ -64,7 +64,7 @@ class RunFailed(RuntimeError):
 
 
 class TrainingDiverged(RunFailed):
-    """A loss became NaN or inf."""
+    """A loss, or the action the policy chose, became NaN or inf."""
 
 
 class Trainer:
@@ -280,6 +280,9 @@ class Trainer:
                 if self.counters["model_updates"] % self.cfg.train.checkpoint_interval == 0:
                     self.save()  # pre-training is checkpointed as often as training (in model updates)
             self.logger.write(self.counters["step"])
+            # the running episode's filter state came from the untrained model; continuing it with the
+            # trained one can diverge (seen: |z| x2 per step to inf within 120 steps), so filter it again
+            self.policy.refilter(*self.buffer.current_episode())
         self.counters["pretrained"] = True
         return True
 
@@ -388,6 +391,12 @@ class Trainer:
         by_policy = not self._random_phase()
         if by_policy:
             action = self.policy.act()
+            if not np.isfinite(action).all():
+                z = self.policy.state["z"]
+                raise TrainingDiverged(
+                    f"the policy's action is not finite at step {c['step']}: the online filter's latent state "
+                    f"diverged (max |z| = {float(z.abs().max()):.3g}); stopped without saving. The last good "
+                    f"checkpoint is {self.ckpt_dir / checkpoint.LATEST} (if one was written).")
         else:
             action = self.rng.uniform(-1.0, 1.0, self.spec["action_dim"]).astype(np.float32)
         obs, reward, terminated, truncated, info = self.env.step(action)

@@ -629,7 +629,7 @@ def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_pat
         runner.reuse_sources(list(cells.values()), out, tmp_path / "nothing")
 
 
-def test_export_copies_the_small_files_and_the_report_is_the_same(tmp_path, capsys):
+def test_export_copies_the_small_files_and_the_report_is_the_same(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "runs" / "s"
     spec = check_spec({**BASE, "seeds": [0, 1]})
     folder.mkdir(parents=True)
@@ -659,8 +659,10 @@ def test_export_copies_the_small_files_and_the_report_is_the_same(tmp_path, caps
     assert "source/none/s0/metrics.jsonl" in kept and "report.md" in kept and f"{t}_cost.png" in kept
     assert not any("checkpoints" in k or "tensorboard" in k or "logs" in k or ".lock" in k for k in kept)
     before = md.read_text()
-    report.write(dest)
+    monkeypatch.chdir(dest)
+    report.write(Path("."))  # as `study.py report .` in the copy
     assert (dest / "report.md").read_text() == before  # the same report from the copy alone
+    assert before.startswith("# Transfer study report: s\n")  # named after its folder, even as "."
     assert study.main(["export", str(folder), str(folder / "inside")]) == 2
     assert "inside the study" in capsys.readouterr().err
 

@@ -16,10 +16,11 @@ import torch
 
 from slac import checkpoint, config
 from slac.errors import InputError
+from slac.latent import to_float
 from slac.logger import read_metrics
 from slac.run import RunRequest, make_trainer
 from slac.rundir import RunLock
-from slac.trainer import RunFailed
+from slac.trainer import RunFailed, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_ENV = "toy-reach"
@@ -112,6 +113,51 @@ def test_split_agent_batch_deals_one_filtered_batch_out_to_the_updates(tmp_path)
         assert sorted(map(tuple, dealt.tolist())) == sorted(map(tuple, whole.tolist()))
     with pytest.raises(InputError, match="split_agent_batch"):
         config.resolve("smoke", sets=["train.split_agent_batch=true", "train.agent_updates_per_model_update=100000"])
+
+
+def test_pretraining_filters_the_running_episode_again_with_the_trained_model(tmp_path):
+    """The filter state carried through the random collection came from the untrained model (left
+    as it was, a scratch run's latent grew x2 per step to inf in its first policy episode); after
+    pre-training the policy acts on the trained model's filtering of the episode's frames so far."""
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=1, steps=70,
+                                      sets=["agent.latent_input=mean", "model.bf16_convs=false"],
+                                      out=str(tmp_path)), progress=False)
+    seen = {}
+    pretrain = trainer.pretrain_model
+
+    def pretrain_and_record():
+        before = trainer.policy.state["z"].clone()
+        done = pretrain()
+        frames, actions = trainer.buffer.current_episode()
+        with torch.no_grad():  # the batched training-time filter over the whole episode, means only
+            post = trainer.model.filter_sequence(trainer.model.encode(to_float(torch.as_tensor(frames)[None])),
+                                                 torch.as_tensor(actions)[None], sample=False, prior=False)
+        seen.update(before=before, after=trainer.policy.state["z"].clone(), length=len(actions),
+                    expected=torch.cat([post["z1"][:, -1], post["z2"][:, -1]], dim=-1))
+        return done
+
+    trainer.pretrain_model = pretrain_and_record
+    trainer.run()
+    assert seen["length"] == 10  # pre-training at step 60, 10 steps into the second 50-step episode
+    torch.testing.assert_close(seen["after"], seen["expected"], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(seen["before"], seen["after"])
+
+
+def test_a_diverged_filter_stops_the_run_with_one_clear_error(tmp_path):
+    trainer = make_trainer(RunRequest(phase="source", env=SOURCE_ENV, preset="smoke", seed=1, steps=100,
+                                      out=str(tmp_path)), progress=False)
+    observe = trainer.policy.observe
+
+    def observe_then_blow_up(action, obs):  # the filter's latent overflows at step 80
+        observe(action, obs)
+        if trainer.counters["step"] == 80:
+            trainer.policy.state = {k: v * torch.inf for k, v in trainer.policy.state.items()}
+
+    trainer.policy.observe = observe_then_blow_up
+    with pytest.raises(TrainingDiverged, match=r"action is not finite at step 80: the online filter's latent state "
+                                               r"diverged \(max \|z\| = (inf|nan)\); stopped without saving"):
+        trainer.run()
+    assert not (tmp_path / "checkpoints" / checkpoint.LATEST).exists()  # none before step 100
 
 
 def test_target_run_starts_from_the_source_weights(source_run, tmp_path):

@@ -182,7 +182,7 @@ def collect(study: Path) -> dict:
     study = Path(study)
     spec = yaml.safe_load((study / "spec.yaml").read_text())
     seeds = spec["seeds"]
-    out = {"study": str(study), "spec": spec, "interval": "95 % bootstrap over seeds (percentile, "
+    out = {"study": study.resolve().name, "spec": spec, "interval": "95 % bootstrap over seeds (percentile, "
            f"{BOOTSTRAP} resamples); null with one seed", "targets": {}}
     for t in spec["targets"]:
         baseline = spec.get("baseline_return", {}).get(t)
@@ -351,7 +351,7 @@ def _steps(arm: dict) -> str:
 
 def markdown(data: dict, plots: list[str]) -> str:
     spec = data["spec"]
-    lines = [f"# Transfer study report: {Path(data['study']).name}", "",
+    lines = [f"# Transfer study report: {data['study']}", "",
              f"Source env `{spec['source_env']}`, preset `{spec.get('preset')}`, seeds {spec['seeds']}, "
              f"{spec['source_steps']} source steps, {spec['target_steps']} fine-tuning steps"
              + (f", scratch {spec['scratch']['steps']} steps" if spec["scratch"]["enabled"] else ", no scratch arm")
