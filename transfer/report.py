@@ -331,10 +331,11 @@ def _cell(a: dict | None, digits: int = 3) -> str:
     return f"{a['mean']:.{digits}g} ± {a['std']:.{digits}g} {ci} (n={a['n']})"
 
 
-def _ratio(r: dict | None) -> str:
+def _ratio(r: dict | None, fmt: str = ".3g") -> str:
+    """A ratio and its 95 % interval (where there is one)."""
     if r is None:
         return "–"
-    return f"{r['value']:.3g}" + (f" [{r['ci95'][0]:.3g}, {r['ci95'][1]:.3g}]" if r["ci95"] else "")
+    return f"{r['value']:{fmt}}" + (f" [{r['ci95'][0]:{fmt}}, {r['ci95'][1]:{fmt}}]" if r["ci95"] else "")
 
 
 def _steps(arm: dict) -> str:
@@ -432,10 +433,7 @@ def markdown(data: dict, plots: list[str]) -> str:
 def _goal_lines(g: dict) -> list[str]:
     """The goals table of one target: each ratio with its 95 % interval and whether it meets its goal."""
     def cell(r: dict | None, key: str) -> str:
-        if r is None:
-            return "–"
-        ci = f" [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r["ci95"] else ""
-        return f"{r['value']:.2f}{ci}: {judge(r, GOALS[key])}"
+        return "–" if r is None else f"{_ratio(r, '.2f')}: {judge(r, GOALS[key])}"
 
     lines = ["Against the study's goals (ratios of seed means, 95 % interval with each arm's seeds resampled "
              f"independently): lifetime-cost saving of fine-tuning over scratch >= {GOALS['saving_vs_scratch']:.0%} "
