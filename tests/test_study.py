@@ -156,6 +156,11 @@ def test_report_aggregates_by_hand(tmp_path):
     assert all(Path(p).stat().st_size > 1000 for p in plots) and len(plots) == 2
     # one seed: no interval and no spread, said as n=1
     assert report.aggregate([2.0])["ci95"] is None and report._cell(report.aggregate([2.0])) == "2 (n=1)"
+    # fine-tunes not run yet: no common step (not the scratch runs' end), nothing compared
+    for s in (0, 1, 2):
+        (tmp_path / "finetune/none" / t / f"s{s}/metrics.jsonl").unlink()
+    row = report.collect(tmp_path)["targets"][t]["methods"]["none"]
+    assert row["common_target_step"] is None and "lifetime_cost_ratio" not in row
 
 
 def test_first_safe_step_says_why_a_seed_has_none():

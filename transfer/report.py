@@ -223,8 +223,9 @@ def collect(study: Path) -> dict:
                            for s, m in ft_metrics.items()},
             }
             if scratch_runs:
-                last = [m[-1]["step"] for m in list(ft_metrics.values()) + list(scratch_metrics.values()) if m]
-                common = min(last) if last else None
+                ft_last = [m[-1]["step"] for m in ft_metrics.values() if m]
+                sc_last = [m[-1]["step"] for m in scratch_metrics.values() if m]
+                common = min(ft_last + sc_last) if ft_last and sc_last else None  # both arms have run
                 row["common_target_step"] = common
                 if common is not None:
                     ft_l = aggregate([lifetime_at(m, common) for m in ft_metrics.values() if m])
