@@ -355,6 +355,12 @@ def test_eta_counts_steps_left_the_longest_chain_and_the_slots(tmp_path):
     src.dir.mkdir()
     (src.dir / "metrics.jsonl").write_text(json.dumps({"step": 30}) + "\n")
     assert eta_seconds([src, ft], 1.0, 2.0, 8, {"source/a/s0": 500.0}) == pytest.approx(120.0)
+    # not running, it continues from its checkpoint (none here: all 100 steps; at 20: 80 left)
+    assert eta_seconds([src, ft], 1.0, 2.0, 8, {}) == pytest.approx(150.0)
+    (src.dir / "checkpoints").mkdir()
+    for name in ("latest.pt", "replay_10.npz", "replay_20.npz"):
+        (src.dir / "checkpoints" / name).write_bytes(b"")
+    assert eta_seconds([src, ft], 1.0, 2.0, 8, {}) == pytest.approx(130.0)
     assert eta_seconds([attack], 1.0, 2.0, 1, {attack.id: 15.0}) == pytest.approx(25.0)
 
 
@@ -414,9 +420,9 @@ def test_stop_ends_the_runner_and_its_training_cells_save(tmp_path):
                                  capture_output=True, text=True, timeout=900)
         assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
         assert proc.wait(timeout=60) == 130
-        from transfer.cell import _checkpoint_step, wait_unlocked
+        from transfer.cell import checkpoint_step, wait_unlocked
         assert wait_unlocked(src / ".lock") and not (src / "done.json").exists()
-        assert 0 < _checkpoint_step(src) < 5000  # saved when stopped, mid-run
+        assert 0 < checkpoint_step(src) < 5000  # saved when stopped, mid-run
         again = subprocess.run([sys.executable, str(REPO / "study.py"), "stop", str(out)], cwd=REPO, env=ENV,
                                capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "no study process is running" in again.stdout
@@ -528,6 +534,9 @@ def test_status_shows_the_step_of_running_training_cells(tmp_path):
         text = status(out)
     assert "source/none/s0: step 75 of 100" in text and "  source         0        1        0       0" in text
     assert "remaining: 325 agent steps of training" in text  # the source's last 25 and the fine-tune's 300
+    # not running, its metrics count for nothing without a checkpoint (a study copied back from its export)
+    text = status(out)
+    assert "  source         0        0        1       0" in text and "remaining: 400 agent steps" in text
 
 
 # ---------------------------------------------------------------- a study grows; it reuses another's source runs

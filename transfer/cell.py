@@ -92,7 +92,7 @@ def wait_unlocked(lock: Path, timeout: float = 0.0, poll: float = 0.5) -> bool:
         os.close(fd)
 
 
-def _checkpoint_step(run_dir: Path) -> int | None:
+def checkpoint_step(run_dir: Path) -> int | None:
     """The step of the run's latest snapshot (its replay_<step>.npz), None without one."""
     if not (run_dir / "checkpoints" / "latest.pt").exists():
         return None
@@ -143,7 +143,7 @@ def execute(task: dict, *deps: dict) -> dict:
                 run_dir = Path(stage["run_dir"])
                 wait_unlocked(run_dir / ".lock", LOCK_WAIT_S)  # still held: train.py reports who holds it
                 (run_dir / FAILED).unlink(missing_ok=True)  # a fresh run needs a folder with only run files
-                step = _checkpoint_step(run_dir)
+                step = checkpoint_step(run_dir)
                 argv = stage["new"] if step is None else stage["resume"]
                 if step is not None:
                     resumed_from = step

@@ -259,16 +259,15 @@ def eta_seconds(left: list[grid.Cell], step_s: float | None, episode_s: float, s
                 running_for: dict[str, float]) -> float | None:
     """Seconds until the cells in ``left`` are done: the larger of their work spread over ``slots``
     and their longest chain of dependencies (a fine-tune waits for its source). A training cell takes
-    ``step_s`` per agent step not yet in its metrics.jsonl (so a resumed or running run counts what it
-    has left); an evaluation cell ``episode_s`` per episode, less the time it has been running. None
-    without a step time."""
+    ``step_s`` per agent step it has left (:func:`_steps_done`; in flight if in ``running_for``); an
+    evaluation cell ``episode_s`` per episode, less the time it has been running. None without a step time."""
     if step_s is None:
         return None
     left_ids = {c.id for c in left}
 
     def remaining(c: grid.Cell) -> float:
         if c.steps:
-            return max(c.steps - _last_step(c.dir / "metrics.jsonl"), 0) * step_s
+            return max(c.steps - _steps_done(c, c.id in running_for), 0) * step_s
         return max(c.episodes * episode_s - running_for.get(c.id, 0.0), 0.0)
 
     finish: dict[str, float] = {}
@@ -459,7 +458,7 @@ def status(out: Path) -> str:
     for c in cells:
         s = cell_state(c, out)
         counts.setdefault(c.arm, {"done": 0, "running": 0, "pending": 0, "failed": 0})[s] += 1
-        done_steps = _last_step(c.dir / "metrics.jsonl") if s != "done" and c.steps else 0
+        done_steps = _steps_done(c, s == "running") if s != "done" and c.steps else 0
         if s != "done":
             steps_left += max(c.steps - done_steps, 0)
         if s == "running" and c.steps:
@@ -481,6 +480,14 @@ def status(out: Path) -> str:
     if failures:
         lines += ["failed cells (last stderr line):", *failures]
     return "\n".join(lines)
+
+
+def _steps_done(c: grid.Cell, running: bool) -> int:
+    """The agent steps a training cell has behind it: while it runs (or is in flight), its last metrics
+    record; else its
+    latest checkpoint's step, where a resume continues (cutting the records after it; 0 without one, as
+    for a study copied back from its export, which holds metrics but no checkpoints)."""
+    return _last_step(c.dir / "metrics.jsonl") if running else cellmod.checkpoint_step(c.dir) or 0
 
 
 def _last_step(metrics: Path) -> int:
