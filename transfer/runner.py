@@ -422,9 +422,9 @@ def _run(spec: dict, out: Path, cells: list[grid.Cell], address: str | None, max
             what = "done" if res.get("ok") else ("skipped" if res.get("skipped") else "FAILED")
             detail = f": {res['error']}" if res.get("error") else ""
             active = sum(cell_state(by_id[i], out) == "running" for i in in_flight.values())
-            echo(f"[{done}/{len(cells)} done, {active} running, {len(in_flight) - active} queued, {failed} failed, "
-                 f"{_fmt(time.monotonic() - t0)}"
-                 f" elapsed, {eta}] {what} {cid}{detail}")
+            # counted as this cell finishes: its freed slot is filled after this line
+            echo(f"[{done}/{len(cells)} done, {active} still running, {len(in_flight) - active} queued, "
+                 f"{failed} failed, {_fmt(time.monotonic() - t0)} elapsed, {eta}] {what} {cid}{detail}")
         not_done = [c for c in cells if cell_state(c, out) != "done"]
         echo(f"finished: {len(cells) - len(not_done)}/{len(cells)} cells done"
              + (f"; {len(not_done)} not done (failed or waiting for a failed cell): `study.py status {out}`, "
