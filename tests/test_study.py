@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import study
-from transfer import report
+from transfer import grid, report
 from transfer.spec import StudyError, check_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -305,6 +305,52 @@ def test_finetune_set_reaches_only_the_fine_tune_cells(tmp_path, capsys):
         [(False, False), (True, True), (False, False)]  # source, fine-tune, scratch
 
 
+def test_a_fine_tuning_variant_fine_tunes_its_source_methods_runs(tmp_path, capsys):
+    """A method with ``source: none`` has fine-tune cells only, started from none's source runs with the
+    study's finetune_set and then its own; the report takes none's zero-shot for it."""
+    for methods, message in (
+            ({"none": {}, "v": {"source": "nope"}}, "source 'nope' is not a method that trains its own"),
+            ({"none": {}, "v": {"source": "none", "set": ["agent.tau=0.01"]}}, "takes no config or set"),
+            ({"none": {}, "v": {"source": "none"}, "w": {"source": "v"}}, "source 'v' is not a method that trains"),
+            ({"none": {}, "v": {"source": "none", "finetune_set": ["train.nope=1"]}}, "finetune_set with method 'v'"),
+            ({"none": {}, "v": {"source": "none", "lr": 1}}, "must be a mapping with config")):
+        with pytest.raises(StudyError, match=message):
+            check_spec({**BASE, "methods": methods})
+    with pytest.raises(StudyError, match="fine-tuning variant, and targets is empty"):
+        check_spec({**BASE, "targets": [], "methods": {"none": {}, "v": {"source": "none"}},
+                    "attacks": [{"name": "latent-mc", "epsilons": [0]}]})
+    assert check_spec(dict(BASE))["methods"] == {"none": {"config": [], "set": []}}  # stored specs still match
+
+    spec = check_spec({**BASE, "seeds": [0, 1], "finetune_set": ["train.eval_interval=50"],
+                       "attacks": [{"name": "latent-mc", "epsilons": [0]}],
+                       "methods": {"none": {}, "v": {"source": "none", "finetune_set": ["agent.lagrange_lr=0.001"]}}})
+    cells = {c.id: c for c in grid.build(spec, tmp_path / "study", "python")}
+    assert sorted(i for i in cells if "/v/" in i) == [f"finetune/v/toy-hazard-colour/s{s}" for s in (0, 1)]
+    v, plain = cells["finetune/v/toy-hazard-colour/s1"], cells["finetune/none/toy-hazard-colour/s1"]
+    assert v.deps == plain.deps == ["source/none/s1"]
+    argv = v.stages[0]["new"]
+    assert argv[argv.index("--checkpoint") + 1] == str(tmp_path / "study/source/none/s1")
+    assert argv[argv.index("--set") + 1:argv.index("--out")] == ["train.eval_interval=50", "agent.lagrange_lr=0.001"]
+    assert plain.stages[0]["new"][plain.stages[0]["new"].index("--set") + 1] == "train.eval_interval=50"
+
+    # the report: v's zero-shot is none's, its fine-tunes its own; attacks only for none
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    (study_dir / "spec.yaml").write_text(yaml.safe_dump(spec))
+    t = "toy-hazard-colour"
+    for seed in (0, 1):
+        _eval(study_dir / "zero_shot/none" / t / f"s{seed}/zero_shot.json", 5.0 + seed, 2.0, 0.5)
+        _eval(study_dir / "finetune/v" / t / f"s{seed}/final_eval.json", 7.0, 1.0, 0.0)
+    data = report.collect(study_dir)
+    row = data["targets"][t]["methods"]["v"]
+    assert row["zero_shot_return"]["mean"] == pytest.approx(5.5) and row["source_method"] == "none"
+    assert row["finetune_return"]["mean"] == pytest.approx(7.0)
+    assert list(data["attacks"]) == ["none"]
+    text = report.markdown(data, [])
+    assert "| none: zero-shot |" in text and "| v: zero-shot |" not in text and "| v: fine-tuned (final) | 7" in text
+    assert "`v`: `none`'s sources, `agent.lagrange_lr=0.001`" in text
+
+
 def test_scratch_set_reaches_only_the_scratch_cells(tmp_path, capsys):
     with pytest.raises(StudyError, match="scratch.set"):
         check_spec({**BASE, "scratch": {"enabled": True, "set": ["train.nope=1"]}})
@@ -574,7 +620,7 @@ def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_pat
     from slac import checkpoint, config
     from slac.errors import InputError
     from slac.run import RunRequest, new_run_config
-    from transfer import grid, runner
+    from transfer import runner
 
     def load(run_dir, map_location="cpu", latest=False):
         """These fake runs' checkpoint: the config in their config.yaml (a real one: the next test)."""
@@ -684,7 +730,7 @@ def test_export_copies_the_small_files_and_the_report_is_the_same(tmp_path, caps
 def test_reuse_source_takes_a_real_run_and_refuses_an_exported_copy(tmp_path):
     import train
     from slac import checkpoint
-    from transfer import grid, runner
+    from transfer import runner
 
     spec = check_spec(dict(BASE))
     other, out = tmp_path / "screen", tmp_path / "study"

@@ -5,7 +5,9 @@ Layout under the study's --out DIR (every training cell is a normal train.py run
     DIR/spec.yaml                              the spec the study runs (a changed spec is refused)
     DIR/source/METHOD/sSEED/                   train.py --phase source --env SOURCE
     DIR/zero_shot/METHOD/TARGET/sSEED/         evaluate.py of the source run in the target: zero_shot.json
-    DIR/finetune/METHOD/TARGET/sSEED/          train.py --phase target, then final_eval.json
+    DIR/finetune/METHOD/TARGET/sSEED/          train.py --phase target, then final_eval.json (a fine-tuning
+                                               variant, ``source: OTHER``, starts from OTHER's source runs
+                                               and has no source, zero-shot, attack or sweep cells)
     DIR/scratch/TARGET/sSEED/                  train.py --phase source --env <target env>, then final_eval.json
     DIR/attack/METHOD/ATTACK/sSEED/            evaluate.py --attack --epsilon-sweep: sweep.json
     DIR/env_sweep/METHOD/PARAM/sSEED/          evaluate.py --env-sweep PARAM=...: sweep.json (+ PNG)
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transfer.spec import REPO
+from transfer.spec import REPO, finetune_sets, source_method
 
 ARMS = ("source", "zero_shot", "finetune", "scratch", "attack", "env_sweep")
 # seconds per agent step of a training run on one quiet core, by preset (None: not measured)
@@ -85,6 +87,8 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
     episodes = spec["eval_episodes"]
     ev = ["--episodes", str(episodes), "--seed", str(spec["eval_seed"])]
     for method, m in spec["methods"].items():
+        if source_method(spec, method) != method:
+            continue
         for seed in spec["seeds"]:
             d = out / "source" / method / f"s{seed}"
             request = {"phase": "source", "env": spec["source_env"], **_config_request(spec, m),
@@ -92,23 +96,30 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
             cells.append(Cell(f"source/{method}/s{seed}", "source", d, [_train(python, request, d)], [],
                               spec["source_steps"], 0, method, None, seed))
     for method in spec["methods"]:
+        trained = source_method(spec, method)
+        own = trained == method  # a fine-tuning variant evaluates nothing its source method does not
         for seed in spec["seeds"]:
-            src = out / "source" / method / f"s{seed}"
-            dep = [f"source/{method}/s{seed}"]
+            src = out / "source" / trained / f"s{seed}"
+            dep = [f"source/{trained}/s{seed}"]
             for t in spec["targets"]:
                 d = out / "zero_shot" / method / t / f"s{seed}"
-                cells.append(Cell(f"zero_shot/{method}/{t}/s{seed}", "zero_shot", d,
-                                  [_eval(python, ["--checkpoint", str(src), "--shift", t, "--side", "target", *ev],
-                                         d / "zero_shot.json", "zero_shot")], dep, 0, episodes, method, t, seed))
+                if own:
+                    cells.append(Cell(f"zero_shot/{method}/{t}/s{seed}", "zero_shot", d,
+                                      [_eval(python, ["--checkpoint", str(src), "--shift", t, "--side", "target",
+                                                      *ev], d / "zero_shot.json", "zero_shot")],
+                                      dep, 0, episodes, method, t, seed))
                 d = out / "finetune" / method / t / f"s{seed}"
-                # the config comes from the source checkpoint (its source-only sections reset), with finetune_set on top
+                # the config comes from the source checkpoint (its source-only sections reset), with the
+                # study's finetune_set and then the method's on top
                 request = {"phase": "target", "shift": t, "checkpoint": str(src), "steps": spec["target_steps"],
-                           "sets": list(spec.get("finetune_set") or [])}
+                           "sets": finetune_sets(spec, method)}
                 cells.append(Cell(f"finetune/{method}/{t}/s{seed}", "finetune", d,
                                   [_train(python, request, d),
                                    _eval(python, ["--checkpoint", str(d), "--shift", t, "--side", "target", *ev],
                                          d / "final_eval.json", "final_eval")],
                                   dep, spec["target_steps"], episodes, method, t, seed))
+            if not own:
+                continue
             for a in spec["attacks"]:
                 d = out / "attack" / method / a["name"] / f"s{seed}"
                 eps = ",".join(f"{e:g}" for e in a["epsilons"])

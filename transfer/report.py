@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from transfer.spec import source_method
+
 BOOTSTRAP = 10_000
 # the transfer study's goals (issue 33): transfer pays >= 70 % less lifetime target cost than scratch at
 # >= 90 % of scratch's final return; robust source training pays >= 30 % less than plain transfer
@@ -203,12 +205,14 @@ def collect(study: Path) -> dict:
                 "curves": {s: {"lifetime_cost": _curve(m, "train/lifetime_cost"), "return": _curve(m, "eval/return")}
                            for s, m in scratch_metrics.items()}}
         for method in spec["methods"]:
-            zs = {s: _eval_json(study / "zero_shot" / method / t / f"s{s}" / "zero_shot.json") for s in seeds}
+            trained = source_method(spec, method)  # a fine-tuning variant's zero-shot is its source method's
+            zs = {s: _eval_json(study / "zero_shot" / trained / t / f"s{s}" / "zero_shot.json") for s in seeds}
             ft_dirs = {s: study / "finetune" / method / t / f"s{s}" for s in seeds}
             ft_eval = {s: _eval_json(d / "final_eval.json") for s, d in ft_dirs.items()}
             ft_metrics = {s: read_metrics(d / "metrics.jsonl") for s, d in ft_dirs.items()}
             late = [late_evaluations(m, spec["target_steps"]) for m in ft_metrics.values()]
             row = {
+                "source_method": trained,
                 "finetune_late_return": _late(late, "return"), "finetune_late_cost": _late(late, "cost"),
                 "zero_shot_return": aggregate([e and e["return"]["mean"] for e in zs.values()]),
                 "zero_shot_cost": aggregate([e and e["cost"]["mean"] for e in zs.values()]),
@@ -244,11 +248,16 @@ def collect(study: Path) -> dict:
     return out
 
 
+def _source_methods(spec: dict) -> list[str]:
+    """The methods that train source runs of their own (not the fine-tuning variants)."""
+    return [m for m in spec["methods"] if source_method(spec, m) == m]
+
+
 def collect_attacks(study: Path, spec: dict) -> dict:
     """Per method and attack: return and cost of the source agents at each ε, over seeds
     (each seed's ``evaluate.py --epsilon-sweep`` JSON: {"sweep": [one metrics dict per ε]})."""
     out: dict = {}
-    for method in spec["methods"]:
+    for method in _source_methods(spec):
         for a in spec.get("attacks") or []:
             sweeps = [_eval_json(study / "attack" / method / a["name"] / f"s{s}" / "sweep.json") for s in spec["seeds"]]
             rows = []
@@ -268,7 +277,7 @@ def collect_env_sweeps(study: Path, spec: dict) -> dict:
     from slac.report import robust_range
 
     out: dict = {}
-    for method in spec["methods"]:
+    for method in _source_methods(spec):
         for sw in spec.get("env_sweeps") or []:
             sweeps = {s: _eval_json(study / "env_sweep" / method / sw["key"] / f"s{s}" / "sweep.json")
                       for s in spec["seeds"]}
@@ -359,6 +368,13 @@ def markdown(data: dict, plots: list[str]) -> str:
              + (f", scratch {spec['scratch']['steps']} steps" if spec["scratch"]["enabled"] else ", no scratch arm")
              + f", {spec['eval_episodes']} evaluation episodes per final / zero-shot evaluation.", "",
              f"Cells: mean ± std (ddof 1) [95 % interval: {data['interval']}] (n = seeds with the file).", ""]
+    variants = {m: v for m, v in spec["methods"].items() if v.get("source")}
+    if variants:
+        lines += ["Fine-tuning variants (their fine-tunes start from another method's source runs, seed for seed, "
+                  "with their own overrides after the study's finetune_set): "
+                  + "; ".join(f"`{m}`: `{v['source']}`'s sources, "
+                              + " ".join(f"`{x}`" for x in v.get("finetune_set", [])) for m, v in variants.items())
+                  + ".", ""]
     for t, tgt in data["targets"].items():
         lines += [f"## Target `{t}`", ""]
         if tgt["baseline_return"] is not None:
@@ -374,8 +390,9 @@ def markdown(data: dict, plots: list[str]) -> str:
             lines.append(f"| scratch (late training evaluations) | {_cell(s['late_return'])} | "
                          f"{_cell(s['late_cost'])} | – |")
         for m, r in tgt["methods"].items():
-            lines.append(f"| {m}: zero-shot | {_cell(r['zero_shot_return'])} | {_cell(r['zero_shot_cost'])} | "
-                         f"{_cell(r['zero_shot_violation_rate'])} |")
+            if r.get("source_method", m) == m:  # a fine-tuning variant shares its source method's row
+                lines.append(f"| {m}: zero-shot | {_cell(r['zero_shot_return'])} | {_cell(r['zero_shot_cost'])} | "
+                             f"{_cell(r['zero_shot_violation_rate'])} |")
             lines.append(f"| {m}: fine-tuned (final) | {_cell(r['finetune_return'])} | {_cell(r['finetune_cost'])} | "
                          f"{_cell(r['finetune_violation_rate'])} |")
             lines.append(f"| {m}: fine-tuning (late training evaluations) | {_cell(r['finetune_late_return'])} | "

@@ -6,6 +6,9 @@
     methods:                       # named source-training variants: a config overlay and/or --set list
       none: {}
       latent: {config: [configs/adv-latent.yaml]}
+      none-pretrain: {source: none, finetune_set: [train.initial_learning_steps=400]}
+                                   # a fine-tuning variant: its fine-tunes start from none's source runs,
+                                   # with its finetune_set after the study's (no source cells of its own)
     seeds: [0, 1]
     source_steps: 200
     target_steps: 200              # fine-tuning steps in each target
@@ -34,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 KEYS = {"preset", "config", "set", "source_env", "targets", "methods", "seeds", "source_steps", "target_steps",
         "scratch", "eval_episodes", "eval_seed", "baseline_return", "attacks", "env_sweeps", "finetune_set", "name",
         "description"}
+METHOD_KEYS = {"config", "set", "source", "finetune_set"}
 METHOD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -129,13 +133,32 @@ def check_spec(raw, base: Path | None = None) -> dict:
         m = m or {}
         if isinstance(m, str):  # a bare config path
             m = {"config": [m]}
-        if not isinstance(m, dict) or set(m) - {"config", "set"}:
-            raise StudyError(f"spec: method {name!r} must be a mapping with config: [FILES] and/or set: [K=V]")
+        if not isinstance(m, dict) or set(m) - METHOD_KEYS:
+            raise StudyError(f"spec: method {name!r} must be a mapping with config: [FILES] and/or set: [K=V] (a "
+                             "source-training method), or source: METHOD (a fine-tuning variant of that method's "
+                             "source runs), each with an optional finetune_set: [K=V]")
         try:
             files = [str(resolve_path(f, base)) for f in _list_of_str(m.get("config"), f"methods.{name}.config")]
         except StudyError as e:
             raise StudyError(f"spec: unknown method config for method {name!r}: {e}") from None
         norm[name] = {"config": files, "set": _list_of_str(m.get("set"), f"methods.{name}.set")}
+        own_finetune = _list_of_str(m.get("finetune_set"), f"methods.{name}.finetune_set")
+        if own_finetune:  # the optional keys only where given, so that stored specs made before them match
+            norm[name]["finetune_set"] = own_finetune
+        if "source" in m:
+            norm[name]["source"] = m["source"]
+    for name, m in norm.items():
+        if "source" not in m:
+            continue
+        owners = sorted(n for n, o in norm.items() if "source" not in o)
+        if m["source"] not in owners:
+            raise StudyError(f"spec: method {name!r}: source {m['source']!r} is not a method that trains its own "
+                             f"source runs; valid: {', '.join(owners) or 'none'}")
+        if m["config"] or m["set"]:
+            raise StudyError(f"spec: method {name!r} fine-tunes {m['source']!r}'s source runs: it takes no config "
+                             "or set of its own (they would change a source it does not train); give finetune_set")
+        if not targets:
+            raise StudyError(f"spec: method {name!r} is a fine-tuning variant, and targets is empty")
     spec["methods"] = norm
 
     seeds = spec.get("seeds")
@@ -198,10 +221,11 @@ def check_spec(raw, base: Path | None = None) -> dict:
 
     # every method's config resolves as train.py would resolve it (unknown keys, bad values), and with
     # the fine-tune's overrides on top (as the target phase puts them on the source checkpoint's config)
-    for name, m in norm.items():
-        sets = spec["set"] + m["set"] + [f"env={source}"]
+    for name in norm:
+        trained = norm[source_method(spec, name)]
+        sets = spec["set"] + trained["set"] + [f"env={source}"]
         try:
-            cfg = config.resolve(preset, spec["config"] + m["config"], sets, cls=RobustConfig)
+            cfg = config.resolve(preset, spec["config"] + trained["config"], sets, cls=RobustConfig)
         except InputError as e:
             raise StudyError(f"spec: method {name!r}: {e}") from None
         if cfg.train.keep_best_feasible and spec["eval_seed"] in seeds:
@@ -210,7 +234,8 @@ def check_spec(raw, base: Path | None = None) -> dict:
                              "are evaluate.py's episodes of --seed RUN_SEED: give an eval_seed outside seeds, "
                              "e.g. 100")
         try:
-            config.resolve(preset, spec["config"] + m["config"], sets + finetune_set, cls=RobustConfig)
+            config.resolve(preset, spec["config"] + trained["config"], sets + finetune_sets(spec, name),
+                           cls=RobustConfig)
         except InputError as e:
             raise StudyError(f"spec: finetune_set with method {name!r}: {e}") from None
     try:
@@ -218,6 +243,16 @@ def check_spec(raw, base: Path | None = None) -> dict:
     except InputError as e:
         raise StudyError(f"spec: scratch.set: {e}") from None
     return spec
+
+
+def source_method(spec: dict, method: str) -> str:
+    """The method whose source runs ``method`` fine-tunes: its own, or its ``source``'s."""
+    return spec["methods"][method].get("source", method)
+
+
+def finetune_sets(spec: dict, method: str) -> list[str]:
+    """The --set overrides of a method's fine-tunes: the study's finetune_set, then the method's own."""
+    return list(spec.get("finetune_set") or []) + list(spec["methods"][method].get("finetune_set") or [])
 
 
 def check_env_sweeps(sweeps, source: str) -> list[dict]:
