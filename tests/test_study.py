@@ -333,22 +333,31 @@ def test_a_fine_tuning_variant_fine_tunes_its_source_methods_runs(tmp_path, caps
     assert argv[argv.index("--set") + 1:argv.index("--out")] == ["train.eval_interval=50", "agent.lagrange_lr=0.001"]
     assert plain.stages[0]["new"][plain.stages[0]["new"].index("--set") + 1] == "train.eval_interval=50"
 
-    # the report: v's zero-shot is none's, its fine-tunes its own; attacks only for none
+    # the report, without a scratch arm: v's zero-shot is none's, its fine-tunes its own, its lifetime
+    # cost against none's at their common step; attacks only for none
     study_dir = tmp_path / "study"
     study_dir.mkdir()
-    (study_dir / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (study_dir / "spec.yaml").write_text(yaml.safe_dump({**spec, "scratch": {"enabled": False, "steps": 300}}))
     t = "toy-hazard-colour"
     for seed in (0, 1):
         _eval(study_dir / "zero_shot/none" / t / f"s{seed}/zero_shot.json", 5.0 + seed, 2.0, 0.5)
         _eval(study_dir / "finetune/v" / t / f"s{seed}/final_eval.json", 7.0, 1.0, 0.0)
+        for m, lifetime in (("none", [10.0, 14.0]), ("v", [3.0, 6.0])):
+            _metrics(study_dir / f"finetune/{m}" / t / f"s{seed}",
+                     [{"step": 300, "train/lifetime_cost": lifetime[seed]}])
     data = report.collect(study_dir)
     row = data["targets"][t]["methods"]["v"]
     assert row["zero_shot_return"]["mean"] == pytest.approx(5.5) and row["source_method"] == "none"
     assert row["finetune_return"]["mean"] == pytest.approx(7.0)
+    assert row["common_target_step"] == 300 and row["finetune_lifetime_cost"]["mean"] == pytest.approx(4.5)
+    g = data["targets"][t]["goals"]["v"]
+    assert g["saving_vs_none"]["value"] == pytest.approx(1 - 4.5 / 12.0)
+    assert g["saving_vs_scratch"] is None and g["return_vs_scratch"] is None
     assert list(data["attacks"]) == ["none"]
     text = report.markdown(data, [])
     assert "| none: zero-shot |" in text and "| v: zero-shot |" not in text and "| v: fine-tuned (final) | 7" in text
     assert "`v`: `none`'s sources, `agent.lagrange_lr=0.001`" in text
+    assert "| v | 300 | 4.5 ±" in text and "| 0.62 [" in text  # the lifetime and goals tables
 
 
 def test_scratch_set_reaches_only_the_scratch_cells(tmp_path, capsys):

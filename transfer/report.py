@@ -83,15 +83,15 @@ def _saving(ratio: dict | None) -> dict | None:
     return {**ratio, "value": 1.0 - ratio["value"], "ci95": ci}
 
 
-def goals(methods: dict, scratch: dict) -> dict:
-    """Per method: fine-tuning against scratch (lifetime-cost saving, final return ratio) and against
-    plain fine-tuning (``none``'s lifetime-cost saving at the same target step)."""
+def goals(methods: dict, scratch: dict | None) -> dict:
+    """Per method: fine-tuning against scratch (lifetime-cost saving, final return ratio; None without a
+    scratch arm) and against plain fine-tuning (``none``'s lifetime-cost saving at the same target step)."""
     out = {}
     plain = methods.get("none")
     for m, r in methods.items():
         g = {"common_target_step": r.get("common_target_step"),
              "saving_vs_scratch": _saving(r.get("lifetime_cost_ratio")),
-             "return_vs_scratch": ratio_of_means(r["finetune_return"], scratch["final_return"]),
+             "return_vs_scratch": scratch and ratio_of_means(r["finetune_return"], scratch["final_return"]),
              "saving_vs_none": None}
         if plain is not None and m != "none" and r.get("common_target_step") == plain.get("common_target_step"):
             g["saving_vs_none"] = _saving(ratio_of_means(r.get("finetune_lifetime_cost"),
@@ -226,19 +226,20 @@ def collect(study: Path) -> dict:
                 "curves": {s: {"lifetime_cost": _curve(m, "train/lifetime_cost"), "return": _curve(m, "eval/return")}
                            for s, m in ft_metrics.items()},
             }
-            if scratch_runs:
-                ft_last = [m[-1]["step"] for m in ft_metrics.values() if m]
-                sc_last = [m[-1]["step"] for m in scratch_metrics.values() if m]
-                common = min(ft_last + sc_last) if ft_last and sc_last else None  # both arms have run
-                row["common_target_step"] = common
-                if common is not None:
-                    ft_l = aggregate([lifetime_at(m, common) for m in ft_metrics.values() if m])
+            ft_last = [m[-1]["step"] for m in ft_metrics.values() if m]
+            sc_last = [m[-1]["step"] for m in scratch_metrics.values() if m]
+            # the step every fine-tune (and scratch run, with a scratch arm) has reached, once all arms have run
+            common = min(ft_last + sc_last) if ft_last and (sc_last or not scratch_runs) else None
+            row["common_target_step"] = common
+            if common is not None:
+                row["finetune_lifetime_cost"] = aggregate([lifetime_at(m, common) for m in ft_metrics.values() if m])
+                if scratch_runs:
                     sc_l = aggregate([lifetime_at(m, common) for m in scratch_metrics.values() if m])
-                    row["finetune_lifetime_cost"], row["scratch_lifetime_cost"] = ft_l, sc_l
-                    row["lifetime_cost_ratio"] = ratio_of_means(ft_l, sc_l)  # the goals' saving is 1 minus it
+                    row["scratch_lifetime_cost"] = sc_l
+                    # the goals' saving is 1 minus it
+                    row["lifetime_cost_ratio"] = ratio_of_means(row["finetune_lifetime_cost"], sc_l)
             tgt["methods"][method] = row
-        if scratch_runs:
-            tgt["goals"] = goals(tgt["methods"], tgt["scratch"])
+        tgt["goals"] = goals(tgt["methods"], tgt["scratch"])
         out["targets"][t] = tgt
     out["attacks"] = collect_attacks(study, spec)
     out["env_sweeps"] = collect_env_sweeps(study, spec)
@@ -397,16 +398,15 @@ def markdown(data: dict, plots: list[str]) -> str:
                          f"{_cell(r['finetune_violation_rate'])} |")
             lines.append(f"| {m}: fine-tuning (late training evaluations) | {_cell(r['finetune_late_return'])} | "
                          f"{_cell(r['finetune_late_cost'])} | – |")
-        if tgt["scratch"]:
-            lines += ["", "Lifetime target cost (`train/lifetime_cost`, exploration included) at the common target "
-                      "step of fine-tuning and scratch:", "",
-                      "| method | common step | fine-tune | scratch | ratio fine-tune / scratch [95 % interval] |",
-                      "| --- | --- | --- | --- | --- |"]
-            for m, r in tgt["methods"].items():
-                ratio = _ratio(r.get("lifetime_cost_ratio"))
-                common = "–" if r.get("common_target_step") is None else r["common_target_step"]
-                lines.append(f"| {m} | {common} | {_cell(r.get('finetune_lifetime_cost'))} | "
-                             f"{_cell(r.get('scratch_lifetime_cost'))} | {ratio} |")
+        lines += ["", "Lifetime target cost (`train/lifetime_cost`, exploration included) at the common target "
+                  "step of fine-tuning" + (" and scratch:" if tgt["scratch"] else " (no scratch arm):"), "",
+                  "| method | common step | fine-tune | scratch | ratio fine-tune / scratch [95 % interval] |",
+                  "| --- | --- | --- | --- | --- |"]
+        for m, r in tgt["methods"].items():
+            ratio = _ratio(r.get("lifetime_cost_ratio"))
+            common = "–" if r.get("common_target_step") is None else r["common_target_step"]
+            lines.append(f"| {m} | {common} | {_cell(r.get('finetune_lifetime_cost'))} | "
+                         f"{_cell(r.get('scratch_lifetime_cost'))} | {ratio} |")
         lines += ["", "First target step whose training evaluation met the budget (eval/cost <= eval/budget"
                   + (", return above the baseline" if tgt["baseline_return"] is not None else "")
                   + "; fine-tune step 0 is the zero-shot evaluation):", ""]
@@ -415,7 +415,7 @@ def markdown(data: dict, plots: list[str]) -> str:
         if tgt["scratch"]:
             lines.append(f"- scratch: {_steps(tgt['scratch'])}")
         lines.append("")
-        if tgt.get("goals"):
+        if tgt["scratch"] or len(tgt["methods"]) > 1:  # something to compare with
             lines += _goal_lines(tgt["goals"])
     if data.get("attacks"):
         lines += ["## Test-time attacks on the source agents (in the source env)", "",
