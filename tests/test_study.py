@@ -352,12 +352,16 @@ def test_a_fine_tuning_variant_fine_tunes_its_source_methods_runs(tmp_path, caps
     assert row["common_target_step"] == 300 and row["finetune_lifetime_cost"]["mean"] == pytest.approx(4.5)
     g = data["targets"][t]["goals"]["v"]
     assert g["saving_vs_none"]["value"] == pytest.approx(1 - 4.5 / 12.0)
+    # paired by seed (the same source runs): a resample takes seed 0 or 1 or both for both methods, so the
+    # ratio is 3/10, 4.5/12 or 6/14; each method's seeds resampled apart would reach 3/14 to 6/10
+    assert g["saving_vs_none"]["ci95"] == pytest.approx([1 - 6 / 14, 1 - 3 / 10])
     assert g["saving_vs_scratch"] is None and g["return_vs_scratch"] is None
     assert list(data["attacks"]) == ["none"]
     text = report.markdown(data, [])
     assert "| none: zero-shot |" in text and "| v: zero-shot |" not in text and "| v: fine-tuned (final) | 7" in text
     assert "`v`: `none`'s sources, `agent.lagrange_lr=0.001`" in text
-    assert "| v | 300 | 4.5 ±" in text and "| 0.62 [" in text  # the lifetime and goals tables
+    assert "| v | 300 | 4.5 ±" in text and "| 0.62 [0.57, 0.70]" in text  # the lifetime and goals tables
+    assert "shared source runs jointly" in text
 
 
 def test_scratch_set_reaches_only_the_scratch_cells(tmp_path, capsys):

@@ -53,14 +53,20 @@ def bootstrap_ci(values: list[float], resamples: int = BOOTSTRAP, seed: int = 0)
     return _interval(_resampled_means(values, np.random.default_rng(seed), resamples))
 
 
-def ratio_ci(num: list[float], den: list[float], resamples: int = BOOTSTRAP, seed: int = 0) -> list[float] | None:
+def ratio_ci(num: list[float], den: list[float], resamples: int = BOOTSTRAP, seed: int = 0,
+             paired: bool = False) -> list[float] | None:
     """95 % percentile interval of mean(num) / mean(den), resampling each group's seeds independently
-    (the two arms' runs are not paired); None with fewer than two values in either or a resampled
+    (two arms' runs are not paired), or with ``paired`` the same seeds for both (``num[i]`` and
+    ``den[i]`` fine-tune one source run); None with fewer than two values in either or a resampled
     denominator mean <= 0."""
     if len(num) < 2 or len(den) < 2:
         return None
     rng = np.random.default_rng(seed)
-    n_means, d_means = _resampled_means(num, rng, resamples), _resampled_means(den, rng, resamples)
+    if paired:
+        pick = rng.integers(0, len(num), size=(resamples, len(num)))
+        n_means, d_means = np.asarray(num, float)[pick].mean(axis=1), np.asarray(den, float)[pick].mean(axis=1)
+    else:
+        n_means, d_means = _resampled_means(num, rng, resamples), _resampled_means(den, rng, resamples)
     if (d_means <= 0).any():
         return None
     return _interval(n_means / d_means)
@@ -73,6 +79,17 @@ def ratio_of_means(num: dict | None, den: dict | None) -> dict | None:
         return None
     return {"value": num["mean"] / den["mean"], "ci95": ratio_ci(num["values"], den["values"]),
             "n": [num["n"], den["n"]]}
+
+
+def paired_ratio(num: dict, den: dict) -> dict | None:
+    """mean(num) / mean(den) over the seeds both give ({seed: value}), its interval resampling those
+    seeds jointly (a fine-tuning variant against its source method's fine-tunes of the same runs)."""
+    seeds = [s for s in num if s in den and num[s] is not None and den[s] is not None]
+    a, b = [num[s] for s in seeds], [den[s] for s in seeds]
+    if not seeds or np.mean(b) <= 0:
+        return None
+    return {"value": float(np.mean(a) / np.mean(b)), "ci95": ratio_ci(a, b, paired=True), "n": [len(a), len(b)],
+            "paired": True}
 
 
 def _saving(ratio: dict | None) -> dict | None:
@@ -93,9 +110,14 @@ def goals(methods: dict, scratch: dict | None) -> dict:
              "saving_vs_scratch": _saving(r.get("lifetime_cost_ratio")),
              "return_vs_scratch": scratch and ratio_of_means(r["finetune_return"], scratch["final_return"]),
              "saving_vs_none": None}
-        if plain is not None and m != "none" and r.get("common_target_step") == plain.get("common_target_step"):
-            g["saving_vs_none"] = _saving(ratio_of_means(r.get("finetune_lifetime_cost"),
-                                                         plain.get("finetune_lifetime_cost")))
+        if plain is not None and m != "none" and r.get("common_target_step") == plain.get("common_target_step") \
+                and r.get("finetune_lifetime_cost"):
+            if r.get("source_method") == "none":  # the same source runs, seed for seed
+                g["saving_vs_none"] = _saving(paired_ratio(r["finetune_lifetime_cost_by_seed"],
+                                                           plain["finetune_lifetime_cost_by_seed"]))
+            else:
+                g["saving_vs_none"] = _saving(ratio_of_means(r["finetune_lifetime_cost"],
+                                                             plain.get("finetune_lifetime_cost")))
         out[m] = g
     return out
 
@@ -232,7 +254,9 @@ def collect(study: Path) -> dict:
             common = min(ft_last + sc_last) if ft_last and (sc_last or not scratch_runs) else None
             row["common_target_step"] = common
             if common is not None:
-                row["finetune_lifetime_cost"] = aggregate([lifetime_at(m, common) for m in ft_metrics.values() if m])
+                by_seed = {s: lifetime_at(m, common) for s, m in ft_metrics.items() if m}
+                row["finetune_lifetime_cost_by_seed"] = by_seed
+                row["finetune_lifetime_cost"] = aggregate(list(by_seed.values()))
                 if scratch_runs:
                     sc_l = aggregate([lifetime_at(m, common) for m in scratch_metrics.values() if m])
                     row["scratch_lifetime_cost"] = sc_l
@@ -453,8 +477,12 @@ def _goal_lines(g: dict) -> list[str]:
     def cell(r: dict | None, key: str) -> str:
         return "–" if r is None else f"{_ratio(r, '.2f')}: {judge(r, GOALS[key])}"
 
+    paired = any((r["saving_vs_none"] or {}).get("paired") for r in g.values())
     lines = ["Against the study's goals (ratios of seed means, 95 % interval with each arm's seeds resampled "
-             f"independently): lifetime-cost saving of fine-tuning over scratch >= {GOALS['saving_vs_scratch']:.0%} "
+             "independently" + ("; a fine-tuning variant of `none` against `none` resamples the seeds of their "
+                                "shared source runs jointly" if paired else "")
+             + "): lifetime-cost saving of fine-tuning over scratch >= "
+             f"{GOALS['saving_vs_scratch']:.0%} "
              "(both runs' lifetime target cost at the common step: the fine-tune's end) at "
              f">= {GOALS['return_vs_scratch']:.0%} of scratch's final return (each arm's final evaluation); saving "
              f"over plain (`none`) fine-tuning >= {GOALS['saving_vs_none']:.0%} (at the same step). A goal whose "
