@@ -10,7 +10,8 @@ target step at which a run's training evaluation met the budget (``eval/cost <= 
 ``eval/return`` above the spec's do-nothing baseline where it gives one). Against the goals the study is
 measured by (``GOALS``): per target, fine-tuning's saving of lifetime cost over scratch and its final
 return as a fraction of scratch's, and each method's saving over plain (``none``) fine-tuning, each a
-ratio of seed means with a 95 % interval (each group's seeds resampled independently). Plots: lifetime
+ratio of seed means with a 95 % interval (each group's seeds resampled independently; jointly for a
+fine-tuning variant of ``none``, which fine-tunes the same source runs). Plots: lifetime
 target cost and evaluation return against target steps, per method, with scratch.
 """
 
