@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transfer.spec import REPO, finetune_sets, source_method
+from transfer.spec import REPO, finetune_sets, source_method, source_methods
 
 ARMS = ("source", "zero_shot", "finetune", "scratch", "attack", "env_sweep")
 # seconds per agent step of a training run on one quiet core, by preset (None: not measured)
@@ -86,12 +86,10 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
     cells: list[Cell] = []
     episodes = spec["eval_episodes"]
     ev = ["--episodes", str(episodes), "--seed", str(spec["eval_seed"])]
-    for method, m in spec["methods"].items():
-        if source_method(spec, method) != method:
-            continue
+    for method in source_methods(spec):
         for seed in spec["seeds"]:
             d = out / "source" / method / f"s{seed}"
-            request = {"phase": "source", "env": spec["source_env"], **_config_request(spec, m),
+            request = {"phase": "source", "env": spec["source_env"], **_config_request(spec, spec["methods"][method]),
                        "seed": seed, "steps": spec["source_steps"]}
             cells.append(Cell(f"source/{method}/s{seed}", "source", d, [_train(python, request, d)], [],
                               spec["source_steps"], 0, method, None, seed))

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from transfer.spec import source_method
+from transfer.spec import source_method, source_methods
 
 BOOTSTRAP = 10_000
 # the transfer study's goals (issue 33): transfer pays >= 70 % less lifetime target cost than scratch at
@@ -274,16 +274,11 @@ def collect(study: Path) -> dict:
     return out
 
 
-def _source_methods(spec: dict) -> list[str]:
-    """The methods that train source runs of their own (not the fine-tuning variants)."""
-    return [m for m in spec["methods"] if source_method(spec, m) == m]
-
-
 def collect_attacks(study: Path, spec: dict) -> dict:
     """Per method and attack: return and cost of the source agents at each ε, over seeds
     (each seed's ``evaluate.py --epsilon-sweep`` JSON: {"sweep": [one metrics dict per ε]})."""
     out: dict = {}
-    for method in _source_methods(spec):
+    for method in source_methods(spec):
         for a in spec.get("attacks") or []:
             sweeps = [_eval_json(study / "attack" / method / a["name"] / f"s{s}" / "sweep.json") for s in spec["seeds"]]
             rows = []
@@ -303,7 +298,7 @@ def collect_env_sweeps(study: Path, spec: dict) -> dict:
     from slac.report import robust_range
 
     out: dict = {}
-    for method in _source_methods(spec):
+    for method in source_methods(spec):
         for sw in spec.get("env_sweeps") or []:
             sweeps = {s: _eval_json(study / "env_sweep" / method / sw["key"] / f"s{s}" / "sweep.json")
                       for s in spec["seeds"]}

@@ -484,9 +484,8 @@ def status(out: Path) -> str:
 
 def _steps_done(c: grid.Cell, running: bool) -> int:
     """The agent steps a training cell has behind it: while it runs (or is in flight), its last metrics
-    record; else its
-    latest checkpoint's step, where a resume continues (cutting the records after it; 0 without one, as
-    for a study copied back from its export, which holds metrics but no checkpoints)."""
+    record; else its latest checkpoint's step, where a resume continues (cutting the records after it;
+    0 without one, as for a study copied back from its export, which holds metrics but no checkpoints)."""
     return _last_step(c.dir / "metrics.jsonl") if running else cellmod.checkpoint_step(c.dir) or 0
 
 

@@ -224,15 +224,16 @@ def check_spec(raw, base: Path | None = None) -> dict:
     for name in norm:
         trained = norm[source_method(spec, name)]
         sets = spec["set"] + trained["set"] + [f"env={source}"]
-        try:
-            cfg = config.resolve(preset, spec["config"] + trained["config"], sets, cls=RobustConfig)
-        except InputError as e:
-            raise StudyError(f"spec: method {name!r}: {e}") from None
-        if cfg.train.keep_best_feasible and spec["eval_seed"] in seeds:
-            raise StudyError(f"spec: eval_seed {spec['eval_seed']} is also a run seed, and method {name!r} keeps "
-                             "best.pt (train.keep_best_feasible), chosen by the run's own evaluation episodes, which "
-                             "are evaluate.py's episodes of --seed RUN_SEED: give an eval_seed outside seeds, "
-                             "e.g. 100")
+        if trained is norm[name]:  # a fine-tuning variant's source config is its source method's, checked there
+            try:
+                cfg = config.resolve(preset, spec["config"] + trained["config"], sets, cls=RobustConfig)
+            except InputError as e:
+                raise StudyError(f"spec: method {name!r}: {e}") from None
+            if cfg.train.keep_best_feasible and spec["eval_seed"] in seeds:
+                raise StudyError(f"spec: eval_seed {spec['eval_seed']} is also a run seed, and method {name!r} "
+                                 "keeps best.pt (train.keep_best_feasible), chosen by the run's own evaluation "
+                                 "episodes, which are evaluate.py's episodes of --seed RUN_SEED: give an eval_seed "
+                                 "outside seeds, e.g. 100")
         try:
             config.resolve(preset, spec["config"] + trained["config"], sets + finetune_sets(spec, name),
                            cls=RobustConfig)
@@ -248,6 +249,11 @@ def check_spec(raw, base: Path | None = None) -> dict:
 def source_method(spec: dict, method: str) -> str:
     """The method whose source runs ``method`` fine-tunes: its own, or its ``source``'s."""
     return spec["methods"][method].get("source", method)
+
+
+def source_methods(spec: dict) -> list[str]:
+    """The methods that train source runs of their own (not the fine-tuning variants), in spec order."""
+    return [m for m in spec["methods"] if source_method(spec, m) == m]
 
 
 def finetune_sets(spec: dict, method: str) -> list[str]:
