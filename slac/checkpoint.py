@@ -28,8 +28,8 @@ import torch
 
 from slac.config import upgrade_saved
 from slac.errors import InputError
+from slac.rundir import CHECKPOINTS, LATEST, latest_path
 
-LATEST = "latest.pt"
 BEST = "best.pt"  # train.keep_best_feasible: the kept checkpoint with the best evaluation within the budget
 AGENT = "agent.pt"  # an exported agent's weights, in its folder agents/<name>/
 FORMAT_VERSION = 1
@@ -107,11 +107,11 @@ def resolve_path(run_dir_or_file: str | Path, latest: bool = False) -> Path:
     an exported agent's folder means its ``agent.pt``; a file is taken as is."""
     p = Path(run_dir_or_file)
     if p.is_dir():
-        candidates = (p / "checkpoints" / LATEST, p / LATEST, p / AGENT)
-        for candidate in candidates if latest else (p / "checkpoints" / BEST, *candidates):
+        candidates = (latest_path(p), p / LATEST, p / AGENT)
+        for candidate in candidates if latest else (p / CHECKPOINTS / BEST, *candidates):
             if candidate.is_file():
                 return candidate
-        raise InputError(f"no checkpoint in run directory {str(p)!r} (looked for checkpoints/{LATEST}, {LATEST} "
+        raise InputError(f"no checkpoint in run directory {str(p)!r} (looked for {CHECKPOINTS}/{LATEST}, {LATEST} "
                          f"and an exported agent's {AGENT})")
     if not p.is_file():
         raise InputError(f"checkpoint {str(p)!r} does not exist (give a run directory or a .pt file)")

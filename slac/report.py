@@ -30,7 +30,7 @@ def _interval(stats: dict) -> str:
 def _run_name(path: str) -> str:
     """RUN for RUN/checkpoints/latest.pt, RUN (best) for its best.pt; the file name for a checkpoint elsewhere."""
     p = Path(path)
-    if p.parent.name == "checkpoints" and p.name in (checkpoints.LATEST, checkpoints.BEST):
+    if p.parent.name == checkpoints.CHECKPOINTS and p.name in (checkpoints.LATEST, checkpoints.BEST):
         return p.parent.parent.name + (" (best)" if p.name == checkpoints.BEST else "")
     return p.name
 

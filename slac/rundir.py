@@ -16,8 +16,15 @@ from pathlib import Path
 from slac.errors import InputError
 
 LOCK = ".lock"
+CHECKPOINTS = "checkpoints"  # the run's snapshots: latest.pt, best.pt, replay_<step>.npz (slac.checkpoint)
+LATEST = "latest.pt"
 # what a run writes into its directory: --overwrite deletes a directory only if it holds nothing else
-RUN_FILES = {LOCK, "config.yaml", "metrics.jsonl", "checkpoints", "tensorboard"}
+RUN_FILES = {LOCK, "config.yaml", "metrics.jsonl", CHECKPOINTS, "tensorboard"}
+
+
+def latest_path(run_dir: str | Path) -> Path:
+    """Where a run directory keeps the snapshot a resume continues."""
+    return Path(run_dir) / CHECKPOINTS / LATEST
 
 
 class RunLock:
@@ -65,7 +72,7 @@ def check_new_run(out_dir: Path, overwrite: bool) -> None:
     leftovers = sorted(p.name for p in out_dir.iterdir() if p.name != LOCK)
     if not leftovers:
         return
-    if (out_dir / "checkpoints" / "latest.pt").exists() and not overwrite:
+    if latest_path(out_dir).exists() and not overwrite:
         raise InputError(f"{str(out_dir)!r} already holds a run; continue it with --resume {out_dir}, "
                          "replace it with --overwrite, or choose a new --out")
     foreign = [name for name in leftovers if name not in RUN_FILES]

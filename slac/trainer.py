@@ -89,7 +89,7 @@ class Trainer:
         self.cfg, self.phase, self.progress = cfg, phase, progress
         self.out_dir = Path(out_dir)
         self.lock = lock or RunLock(self.out_dir)
-        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.ckpt_dir = self.out_dir / checkpoint.CHECKPOINTS
         self.device = resolve_device(cfg.device)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)

@@ -23,6 +23,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from slac import rundir
+
 DONE, FAILED = "done.json", "failed.json"
 LOCK_WAIT_S = 300  # an earlier study's train.py may still be saving its checkpoint after a kill
 
@@ -94,9 +96,9 @@ def wait_unlocked(lock: Path, timeout: float = 0.0, poll: float = 0.5) -> bool:
 
 def checkpoint_step(run_dir: Path) -> int | None:
     """The step of the run's latest snapshot (its replay_<step>.npz), None without one."""
-    if not (run_dir / "checkpoints" / "latest.pt").exists():
+    if not rundir.latest_path(run_dir).exists():
         return None
-    steps = [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("replay_*.npz")
+    steps = [int(p.stem.split("_")[1]) for p in (run_dir / rundir.CHECKPOINTS).glob("replay_*.npz")
              if p.stem.split("_")[1].isdigit()]
     return max(steps) if steps else 0
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from slac import rundir
 from transfer.spec import REPO, finetune_sets, source_method, source_methods
 
 ARMS = ("source", "zero_shot", "finetune", "scratch", "attack", "env_sweep")
@@ -145,7 +146,7 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
                 # judged by its last checkpoint, as a fine-tune is, even where the preset keeps a best.pt:
                 # choosing among a target run's checkpoints takes evaluation episodes in the target,
                 # which its lifetime cost does not count
-                last = d / "checkpoints" / "latest.pt"
+                last = rundir.latest_path(d)
                 cells.append(Cell(f"scratch/{t}/s{seed}", "scratch", d,
                                   [_train(python, request, d),
                                    _eval(python, ["--checkpoint", str(last), "--env", target_env, *ev],
