@@ -572,6 +572,14 @@ def test_the_committed_smoke_study_spec_still_matches():
     assert names(again) == names(stored)
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs/studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_study_spec_passes_its_checks(path):
+    """A spec in configs/studies is what a user runs: it must resolve (every method's config overlays and
+    sets, the fine-tuning variants' sources) as `study.py run` resolves it before any cell starts."""
+    spec = check_spec(yaml.safe_load(path.read_text()), base=REPO)
+    assert spec["methods"] and spec["seeds"]
+
+
 def test_status_shows_the_step_of_running_training_cells(tmp_path):
     """A cell whose lock is held is running; status prints the last step its metrics reached."""
     import fcntl
