@@ -28,16 +28,12 @@ import torch
 
 from slac.config import upgrade_saved
 from slac.errors import InputError
-from slac.rundir import CHECKPOINTS, LATEST, latest_path
+from slac.rundir import CHECKPOINTS, LATEST, latest_path, replay_name
 
 BEST = "best.pt"  # train.keep_best_feasible: the kept checkpoint with the best evaluation within the budget
 AGENT = "agent.pt"  # an exported agent's weights, in its folder agents/<name>/
 FORMAT_VERSION = 1
 REPLAY_KEYS = ("frames", "action", "reward", "cost", "terminated", "first", "cursor", "size")
-
-
-def replay_name(step: int) -> str:
-    return f"replay_{step:09d}.npz"
 
 
 def atomic_write(path: str | Path, write) -> None:

@@ -27,6 +27,19 @@ def latest_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINTS / LATEST
 
 
+def replay_name(step: int) -> str:
+    """The file name of the replay buffer saved with the snapshot of ``step``."""
+    return f"replay_{step:09d}.npz"
+
+
+def replay_step(name: str) -> int | None:
+    """The step in a replay file's name (``replay_name``'s inverse), None for any other name."""
+    stem, dot, suffix = name.partition(".")
+    prefix, _, digits = stem.partition("_")
+    ok = prefix == "replay" and dot and suffix == "npz" and digits.isdigit()
+    return int(digits) if ok else None
+
+
 class RunLock:
     """An exclusive lock on a run directory (``release`` or process exit frees it)."""
 

@@ -182,3 +182,18 @@ def test_a_snapshot_killed_before_latest_keeps_latest_and_its_replay(tmp_path):
     (ckpt / ".latest.pt.tmp123").write_bytes(b"partial")
     checkpoint.clean_stale(ckpt, latest["replay_file"])  # what a resume does first
     assert sorted(p.name for p in ckpt.iterdir()) == ["latest.pt", latest["replay_file"]]
+
+
+def test_the_replay_file_names_the_step_a_study_reads_back(tmp_path):
+    from slac import rundir
+    from transfer.cell import checkpoint_step
+
+    assert checkpoint_step(tmp_path) is None  # no latest.pt: no snapshot
+    state = minimal_state()
+    state["counters"]["step"] = 12_345
+    checkpoint.save_snapshot(tmp_path / rundir.CHECKPOINTS, state, small_buffer().state_dict, keep=False)
+    assert checkpoint.load(tmp_path)["replay_file"] == "replay_000012345.npz"
+    assert checkpoint_step(tmp_path) == 12_345
+    assert [rundir.replay_step(n) for n in ("replay_000000007.npz", "replay_7.npz", "replay_x.npz",
+                                            "replay_7.npz.tmp", "latest.pt", "best_7.npz")] == [7, 7, None, None,
+                                                                                                None, None]

@@ -83,6 +83,13 @@ def test_dry_run_lists_cells_and_estimate(tmp_path, capsys):
     assert "--attack latent-mc --epsilon-sweep 0,0.5" in text
     assert "source       4 cells         400 agent steps" in text and "core-hours at 0.042 s" in text
     assert not (tmp_path / "out").exists()
+    # of a study part-way, the estimate is of what is left to run
+    (tmp_path / "out/source/none/s0").mkdir(parents=True)
+    (tmp_path / "out/source/none/s0/done.json").write_text("{}")
+    assert study.main(["run", str(spec), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "[done   ] source/none/s0" in text and "source       3 cells         300 agent steps" in text
+    assert "without the 1 finished cell(s)" in text
 
 
 # ---------------------------------------------------------------- report on a synthetic study
@@ -746,6 +753,24 @@ def test_export_copies_the_small_files_and_the_report_is_the_same(tmp_path, caps
     assert before.startswith("# Transfer study report: s\n")  # named after its folder, even as "."
     assert study.main(["export", str(folder), str(folder / "inside")]) == 2
     assert "inside the study" in capsys.readouterr().err
+
+
+def test_export_deletes_a_marker_the_study_no_longer_holds(tmp_path):
+    # a cell that had failed when it was exported and finished since: its failed.json goes from the export
+    folder, dest = tmp_path / "study", tmp_path / "export"
+    cell = Path("source/none/s0")
+    _fake_source_run(folder / cell, {"seed": 0})
+    (folder / cell / "done.json").unlink()
+    (folder / cell / "failed.json").write_text('{"stage": "train"}')
+    report.export(folder, dest)
+    assert (dest / cell / "failed.json").exists()
+    (folder / cell / "failed.json").unlink()
+    (folder / cell / "done.json").write_text("{}")
+    (dest / "notes.md").write_text("kept")  # files the study never had are not the export's to delete
+    report.export(folder, dest)
+    assert not (dest / cell / "failed.json").exists()
+    assert (dest / cell / "done.json").read_text() == "{}"
+    assert (dest / "notes.md").read_text() == "kept"
 
 
 def test_reuse_source_takes_a_real_run_and_refuses_an_exported_copy(tmp_path):

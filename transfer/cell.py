@@ -98,9 +98,8 @@ def checkpoint_step(run_dir: Path) -> int | None:
     """The step of the run's latest snapshot (its replay_<step>.npz), None without one."""
     if not rundir.latest_path(run_dir).exists():
         return None
-    steps = [int(p.stem.split("_")[1]) for p in (run_dir / rundir.CHECKPOINTS).glob("replay_*.npz")
-             if p.stem.split("_")[1].isdigit()]
-    return max(steps) if steps else 0
+    steps = [rundir.replay_step(p.name) for p in (run_dir / rundir.CHECKPOINTS).iterdir()]
+    return max((s for s in steps if s is not None), default=0)
 
 
 def _last_line(path: Path) -> str:

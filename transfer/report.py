@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from transfer.cell import DONE, FAILED
 from transfer.spec import source_method, source_methods
 
 BOOTSTRAP = 10_000
@@ -600,13 +601,17 @@ SKIPPED_DIRS = ("checkpoints", "tensorboard", "logs")  # weights and replay buff
 def export(study: str | Path, dest: str | Path) -> list[Path]:
     """Copy the study's small files (spec, metrics, evaluation JSON, done.json, configs, report and plots;
     no checkpoints, TensorBoard files, logs or hidden files) to ``dest``, keeping the layout, so that
-    ``study.py report DEST`` makes the same report. Files already in ``dest`` are overwritten. Returns
-    the copied files."""
+    ``study.py report DEST`` makes the same report. Files already in ``dest`` are overwritten, and a
+    cell's done / failed marker that the study no longer holds is deleted from ``dest`` (a cell that had
+    failed when last exported and has finished since). Returns the copied files."""
     import shutil
 
     study, dest = Path(study).resolve(), Path(dest).resolve()
     if dest == study or study in dest.parents:
         raise ValueError(f"the export's destination {dest} is inside the study {study}")
+    for marker in (m for name in (DONE, FAILED) for m in dest.rglob(name)):
+        if not (study / marker.relative_to(dest)).exists():
+            marker.unlink()
     copied = []
     for path in sorted(study.rglob("*")):
         rel = path.relative_to(study)

@@ -303,9 +303,12 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
                 echo(f"study {out} would grow: adds {', '.join(added)}")
         echo(describe(cells, out))
         reused = reuse_sources(cells, out, Path(reuse_from), echo, dry_run=True) if reuse_from is not None else []
-        echo(grid.estimate(spec, [c for c in cells if c.id not in reused]))
+        done = [c.id for c in cells if out.exists() and cell_state(c, out) == "done"]
+        echo(grid.estimate(spec, [c for c in cells if c.id not in reused and c.id not in done]))
         if reused:
             echo(f"  (without the {len(reused)} source cell(s) --reuse-source would copy)")
+        if done:
+            echo(f"  (without the {len(done)} finished cell(s); a cell part-way counts in full)")
         return 0
     check_out(out)
     runner_lock = hold_runner_lock(out)

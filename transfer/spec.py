@@ -222,9 +222,10 @@ def check_spec(raw, base: Path | None = None) -> dict:
     # every method's config resolves as train.py would resolve it (unknown keys, bad values), and with
     # the fine-tune's overrides on top (as the target phase puts them on the source checkpoint's config)
     for name in norm:
-        trained = norm[source_method(spec, name)]
+        trained_by = source_method(spec, name)
+        trained = norm[trained_by]
         sets = spec["set"] + trained["set"] + [f"env={source}"]
-        if trained is norm[name]:  # a fine-tuning variant's source config is its source method's, checked there
+        if trained_by == name:  # a fine-tuning variant's source config is its source method's, checked there
             try:
                 cfg = config.resolve(preset, spec["config"] + trained["config"], sets, cls=RobustConfig)
             except InputError as e:
