@@ -2,7 +2,7 @@
 from-scratch arm in each target shift, optional test-time attacks; on Ray, resumably; and its report.
 
     python study.py run SPEC.yaml --out DIR [--address auto|HOST:PORT] [--max-parallel N] [--dry-run]
-                        [--reuse-source OTHER_STUDY_DIR]
+                        [--reuse-source OTHER_STUDY_DIR] [--device auto|cpu|cuda]
     python study.py status DIR
     python study.py stop DIR          (its running training cells save checkpoints; `run` continues them)
     python study.py report DIR        (writes DIR/report.md, DIR/report.json and PNG plots)
@@ -24,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 try:
+    from slac.config import DEVICES
     from slac.errors import InputError
     from transfer import StudyError, load_spec
 except ValueError as error:  # an InputError at import: the MuJoCo rendering backend cannot start
@@ -43,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--reuse-source", metavar="OTHER_STUDY_DIR",
                    help="copy that study's finished source runs into this one's unstarted source cells of the "
                    "same method and seed where the resolved config is identical (e.g. a screen's seed 0)")
+    r.add_argument("--device", choices=DEVICES,
+                   help="for every train.py and evaluate.py command (default: theirs, auto: cuda if available); "
+                   "part of a new run's config, so a resumed training cell keeps the device it started on")
     s = sub.add_parser("status", help="done / running / pending / failed cells per arm")
     s.add_argument("dir")
     st = sub.add_parser("stop", help="stop the study process running DIR; its training cells save checkpoints")
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
             spec = load_spec(args.spec)
             return runner.run(spec, Path(args.out), args.address, args.max_parallel, args.dry_run,
-                              reuse_from=args.reuse_source)
+                              reuse_from=args.reuse_source, device=args.device)
         if args.command == "status":
             from transfer import runner
 

@@ -18,7 +18,7 @@ import yaml
 
 import study
 from transfer import grid, report
-from transfer.spec import StudyError, check_spec
+from transfer.spec import StudyError, check_spec, load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "RAY_USAGE_STATS_ENABLED": "0"}
@@ -90,6 +90,20 @@ def test_dry_run_lists_cells_and_estimate(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "[done   ] source/none/s0" in text and "source       3 cells         300 agent steps" in text
     assert "without the 1 finished cell(s)" in text
+    assert "--device" not in text  # each command's own default unless asked
+
+
+def test_device_goes_to_every_command_of_the_study(tmp_path, capsys):
+    spec = write_spec(tmp_path, seeds=[0], attacks=[{"name": "latent-mc", "epsilons": [0, 0.5]}])
+    assert study.main(["run", str(spec), "--out", str(tmp_path / "out"), "--dry-run", "--device", "cuda"]) == 0
+    commands = [ln.strip() for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("python")]
+    assert len(commands) == 7  # source, zero-shot, fine-tune + its evaluation, attack, scratch + its evaluation
+    assert all(c.count("--device cuda") == 1 for c in commands), commands
+    cells = grid.build(load_spec(spec), tmp_path / "out", "python", device="cpu")
+    assert {c.stages[0]["request"].get("device") for c in cells if c.stages[0]["kind"] == "train"} == {"cpu"}
+    with pytest.raises(SystemExit):
+        study.main(["run", str(spec), "--out", str(tmp_path / "out"), "--device", "gpu"])
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- report on a synthetic study

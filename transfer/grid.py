@@ -50,7 +50,7 @@ class Cell:
 
 # train.py's options for the fields of a run request (slac.run.RunRequest), in the order they are written
 _FLAGS = {"phase": "--phase", "env": "--env", "shift": "--shift", "checkpoint": "--checkpoint",
-          "preset": "--preset", "config_files": "--config", "seed": "--seed", "steps": "--steps"}
+          "preset": "--preset", "config_files": "--config", "seed": "--seed", "steps": "--steps", "device": "--device"}
 
 
 def _train(python: str, request: dict, run_dir: Path) -> dict:
@@ -79,19 +79,21 @@ def _config_request(spec: dict, method: dict | None) -> dict:
             "sets": spec["set"] + (method["set"] if method else [])}
 
 
-def build(spec: dict, out: Path, python: str) -> list[Cell]:
-    """All cells in dependency order (a cell comes after the cells it waits for)."""
+def build(spec: dict, out: Path, python: str, device: str | None = None) -> list[Cell]:
+    """All cells in dependency order (a cell comes after the cells it waits for). ``device`` (auto, cpu
+    or cuda; None: each command's default, auto) goes to every train.py and evaluate.py command."""
     import envs
 
     out = Path(out).resolve()
     cells: list[Cell] = []
     episodes = spec["eval_episodes"]
-    ev = ["--episodes", str(episodes), "--seed", str(spec["eval_seed"])]
+    on = {"device": device} if device else {}  # a new run's device is part of its config (a resume keeps it)
+    ev = ["--episodes", str(episodes), "--seed", str(spec["eval_seed"])] + (["--device", device] if device else [])
     for method in source_methods(spec):
         for seed in spec["seeds"]:
             d = out / "source" / method / f"s{seed}"
             request = {"phase": "source", "env": spec["source_env"], **_config_request(spec, spec["methods"][method]),
-                       "seed": seed, "steps": spec["source_steps"]}
+                       "seed": seed, "steps": spec["source_steps"], **on}
             cells.append(Cell(f"source/{method}/s{seed}", "source", d, [_train(python, request, d)], [],
                               spec["source_steps"], 0, method, None, seed))
     for method in spec["methods"]:
@@ -111,7 +113,7 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
                 # the config comes from the source checkpoint (its source-only sections reset), with the
                 # study's finetune_set and then the method's on top
                 request = {"phase": "target", "shift": t, "checkpoint": str(src), "steps": spec["target_steps"],
-                           "sets": finetune_sets(spec, method)}
+                           "sets": finetune_sets(spec, method), **on}
                 cells.append(Cell(f"finetune/{method}/{t}/s{seed}", "finetune", d,
                                   [_train(python, request, d),
                                    _eval(python, ["--checkpoint", str(d), "--shift", t, "--side", "target", *ev],
@@ -141,7 +143,7 @@ def build(spec: dict, out: Path, python: str) -> list[Cell]:
             for seed in spec["seeds"]:
                 d = out / "scratch" / t / f"s{seed}"
                 request = {"phase": "source", "env": target_env, **_config_request(spec, None),
-                           "seed": seed, "steps": steps}
+                           "seed": seed, "steps": steps, **on}
                 request["sets"] = request["sets"] + spec["scratch"].get("set", [])
                 # judged by its last checkpoint, as a fine-tune is, even where the preset keeps a best.pt:
                 # choosing among a target run's checkpoints takes evaluation episodes in the target,

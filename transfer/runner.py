@@ -291,11 +291,12 @@ def submission_order(pending: list[grid.Cell], baseline_method: str | None = Non
 
 
 def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | None = None,
-        dry_run: bool = False, python: str = sys.executable, echo=print, reuse_from: Path | None = None) -> int:
+        dry_run: bool = False, python: str = sys.executable, echo=print, reuse_from: Path | None = None,
+        device: str | None = None) -> int:
     out = Path(out).resolve()
     if max_parallel is not None and max_parallel < 1:
         raise StudyError(f"--max-parallel must be >= 1, got {max_parallel}")
-    cells = grid.build(spec, out, python)
+    cells = grid.build(spec, out, python, device)
     if dry_run:
         if out.exists():  # what a run would say of the stored spec: refused, or what the new one adds
             _, added = check_spec_unchanged(out, spec)
