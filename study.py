@@ -2,7 +2,7 @@
 from-scratch arm in each target shift, optional test-time attacks; on Ray, resumably; and its report.
 
     python study.py run SPEC.yaml --out DIR [--address auto|HOST:PORT] [--max-parallel N] [--dry-run]
-                        [--reuse-source OTHER_STUDY_DIR] [--device auto|cpu|cuda]
+                        [--reuse OTHER_STUDY_DIR]... [--device auto|cpu|cuda]
     python study.py status DIR
     python study.py stop DIR          (its running training cells save checkpoints; `run` continues them)
     python study.py report DIR        (writes DIR/report.md, DIR/report.json and PNG plots)
@@ -41,9 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: a local Ray started here)")
     r.add_argument("--max-parallel", type=int, help="at most N cells at a time (default: one per Ray CPU)")
     r.add_argument("--dry-run", action="store_true", help="print the cells, dependencies and compute estimate")
-    r.add_argument("--reuse-source", metavar="OTHER_STUDY_DIR",
-                   help="copy that study's finished source runs into this one's unstarted source cells of the "
-                   "same method and seed where the resolved config is identical (e.g. a screen's seed 0)")
+    r.add_argument("--reuse", "--reuse-source", dest="reuse", action="append", metavar="OTHER_STUDY_DIR",
+                   help="copy that study's finished source and scratch runs into this one's unstarted cells of the "
+                   "same arm, method, target and seed where the resolved config is identical (e.g. a screen's "
+                   "seed 0); repeat it to name several studies, the first with a match is used")
     r.add_argument("--device", choices=DEVICES,
                    help="for every train.py and evaluate.py command (default: theirs, auto: cuda if available); "
                    "part of a new run's config, so a resumed training cell keeps the device it started on")
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
             spec = load_spec(args.spec)
             return runner.run(spec, Path(args.out), args.address, args.max_parallel, args.dry_run,
-                              reuse_from=args.reuse_source, device=args.device)
+                              reuse_from=args.reuse, device=args.device)
         if args.command == "status":
             from transfer import runner
 

@@ -657,7 +657,7 @@ def _fake_source_run(run_dir: Path, cfg_dict: dict) -> None:
     (run_dir / "done.json").write_text(json.dumps({"id": "source/none/s0", "arm": "source", "exit_code": 0}))
 
 
-def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_path, capsys, monkeypatch):
+def test_reuse_copies_only_runs_whose_resolved_config_is_the_same(tmp_path, capsys, monkeypatch):
     from latent_adversary.config import RobustConfig
     from slac import checkpoint, config
     from slac.errors import InputError
@@ -691,7 +691,7 @@ def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_pat
     (other / "source/none/s2").mkdir(parents=True)  # started there, not finished
     lines = []
     # --dry-run says what it would copy and copies nothing; its estimate leaves that run out
-    would = runner.reuse_sources(list(cells.values()), out, other, echo=lines.append, dry_run=True)
+    would = runner.reuse_runs(list(cells.values()), out, [other], echo=lines.append, dry_run=True)
     assert would == ["source/none/s0"]
     assert not (out / "source").exists() and any("source/none/s0: would be copied from" in ln for ln in lines)
     spec_file = tmp_path / "spec.yaml"
@@ -699,9 +699,9 @@ def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_pat
     assert study.main(["run", str(spec_file), "--out", str(tmp_path / "new"), "--dry-run", "--reuse-source",
                        str(other)]) == 0
     printed = capsys.readouterr().out
-    assert "source       2 cells         200 agent steps" in printed and "without the 1 source cell(s)" in printed
+    assert "source       2 cells         200 agent steps" in printed and "without the 1 cell(s) --reuse" in printed
     lines.clear()
-    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == ["source/none/s0"]
+    assert runner.reuse_runs(list(cells.values()), out, [other], echo=lines.append) == ["source/none/s0"]
     copied = out / "source/none/s0"
     assert (copied / "checkpoints/latest.pt").read_bytes() == b"weights"
     assert (copied / "metrics.jsonl").read_text() == (other / "source/none/s0/metrics.jsonl").read_text()
@@ -713,22 +713,22 @@ def test_reuse_source_copies_only_runs_whose_resolved_config_is_the_same(tmp_pat
     assert not (out / "source/none/s1").exists() and not (out / "source/none/s2").exists()
     assert any("source/none/s1: not reused, its config differs: agent.lr: 0.5 -> " in ln for ln in lines), lines
     assert any("source/none/s2: unfinished in " in ln and ln.endswith("it trains here") for ln in lines), lines
-    assert lines[-1] == f"reuse: 1 source run(s) copied from {other}; 2 train here"
+    assert lines[-1] == f"reuse: 1 run(s) copied (1 from {other}); 5 train here"  # and 3 scratch runs
     # a cell already started here is never replaced, even by a matching run; a done one is not copied again
     (other / "source/none/s1/config.yaml").write_text(yaml.safe_dump(resolved(1), sort_keys=False))
     (out / "source/none/s1").mkdir(parents=True)
     (out / "source/none/s1" / "metrics.jsonl").write_text("")
-    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == []
+    assert runner.reuse_runs(list(cells.values()), out, [other], echo=lines.append) == []
     assert (out / "source/none/s1" / "metrics.jsonl").read_text() == ""
     (out / "source/none/s1" / "metrics.jsonl").unlink()
-    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == ["source/none/s1"]
+    assert runner.reuse_runs(list(cells.values()), out, [other], echo=lines.append) == ["source/none/s1"]
     # a finished cell whose checkpoints are gone (an exported study's copy) is not reused
     (other / "source/none/s2" / "done.json").write_text("{}")
     (other / "source/none/s2" / "config.yaml").write_text(yaml.safe_dump(resolved(2), sort_keys=False))
-    assert runner.reuse_sources(list(cells.values()), out, other, echo=lines.append) == []
+    assert runner.reuse_runs(list(cells.values()), out, [other], echo=lines.append) == []
     assert any("source/none/s2: not reused, no usable checkpoint" in ln for ln in lines), lines
     with pytest.raises(StudyError, match="holds no study"):
-        runner.reuse_sources(list(cells.values()), out, tmp_path / "nothing")
+        runner.reuse_runs(list(cells.values()), out, [tmp_path / "nothing"])
 
 
 def test_export_copies_the_small_files_and_the_report_is_the_same(tmp_path, capsys, monkeypatch):
@@ -787,7 +787,8 @@ def test_export_deletes_a_marker_the_study_no_longer_holds(tmp_path):
     assert (dest / "notes.md").read_text() == "kept"
 
 
-def test_reuse_source_takes_a_real_run_and_refuses_an_exported_copy(tmp_path):
+def test_reuse_takes_real_runs_a_source_with_its_checkpoint_and_a_scratch_run_from_an_export(tmp_path):
+    import evaluate
     import train
     from slac import checkpoint
     from transfer import runner
@@ -796,15 +797,35 @@ def test_reuse_source_takes_a_real_run_and_refuses_an_exported_copy(tmp_path):
     other, out = tmp_path / "screen", tmp_path / "study"
     other.mkdir(), out.mkdir()
     (other / "spec.yaml").write_text(yaml.safe_dump(spec))
-    source = next(c for c in grid.build(spec, other, sys.executable) if c.id == "source/none/s0")
-    assert train.main(source.stages[0]["new"][2:]) == 0  # the cell's own train.py command, 100 steps
-    (source.dir / "done.json").write_text(json.dumps({"id": source.id, "exit_code": 0}))
+    trained = {c.id: c for c in grid.build(spec, other, sys.executable)}
+    for cell_id in ("source/none/s0", "scratch/toy-hazard-colour/s0"):  # each cell's own commands, 100 steps
+        c = trained[cell_id]
+        assert train.main(c.stages[0]["new"][2:]) == 0
+        for stage in c.stages[1:]:
+            assert evaluate.main(stage["argv"][2:]) == 0
+        (c.dir / "done.json").write_text(json.dumps({"id": c.id, "exit_code": 0}))
     report.export(other, tmp_path / "exported")  # its small files: no checkpoints
     cells = grid.build(spec, out, sys.executable)
     lines = []
-    assert runner.reuse_sources(cells, out, tmp_path / "exported", echo=lines.append) == []
+    # the first study named that has a match: the export for the scratch run, the study for the source
+    copied = runner.reuse_runs(cells, out, [tmp_path / "exported", other], echo=lines.append)
+    assert copied == ["source/none/s0", "scratch/toy-hazard-colour/s0"]
+    assert lines[-1] == f"reuse: 2 run(s) copied (1 from {tmp_path / 'exported'}, 1 from {other})"
+    assert any("training code" in ln or "cannot be compared" in ln for ln in lines)  # the code it was trained by
+    scratch = out / "scratch/toy-hazard-colour/s0"
+    assert json.loads((scratch / "done.json").read_text())["reused_from"] == str(tmp_path / "exported" /
+                                                                                "scratch/toy-hazard-colour/s0")
+    assert (scratch / "final_eval.json").read_text() == (trained["scratch/toy-hazard-colour/s0"].dir /
+                                                         "final_eval.json").read_text()
+    assert runner.cell_state(next(c for c in cells if c.arm == "scratch"), out) == "done"
+    # refused: a source without its checkpoint, a scratch run evaluated otherwise than the spec says
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    other_eval = grid.build(check_spec({**BASE, "eval_episodes": 2}), fresh, sys.executable)
+    lines.clear()
+    assert runner.reuse_runs(other_eval, fresh, [tmp_path / "exported"], echo=lines.append) == []
     assert any("source/none/s0: not reused, no usable checkpoint" in ln for ln in lines), lines
-    assert runner.reuse_sources(cells, out, other, echo=lines.append) == ["source/none/s0"]
-    assert "training code" in lines[-2] or "cannot be compared" in lines[-2]  # the code it was trained by, named
+    assert any("scratch/toy-hazard-colour/s0: not reused, its final_eval.json differs: 1 episodes at seed 0, "
+               "not 2 at 0" in ln for ln in lines), lines
     state = checkpoint.load(out / "source/none/s0")  # what the zero-shot and fine-tune cells take
     assert state["counters"]["step"] == 100 and state["config"]["seed"] == 0

@@ -54,7 +54,7 @@ _FLAGS = {"phase": "--phase", "env": "--env", "shift": "--shift", "checkpoint": 
 
 
 def _train(python: str, request: dict, run_dir: Path) -> dict:
-    """A training stage: ``request`` holds slac.run.RunRequest's fields (how --reuse-source checks a run)."""
+    """A training stage: ``request`` holds slac.run.RunRequest's fields (how --reuse checks a run)."""
     args = []
     for key, flag in _FLAGS.items():
         values = request.get(key)

@@ -131,74 +131,109 @@ def _code_changes_since(version: str) -> list[str] | None:
     return result.stdout.split() if result.returncode == 0 else None
 
 
-def reuse_sources(cells: list[grid.Cell], out: Path, other: Path, echo=print, dry_run: bool = False) -> list[str]:
-    """Copy the finished source runs of the study at ``other`` into this study's unstarted source cells
-    of the same method and seed whose config would be the same: the config in the run's last checkpoint
-    equals the one the cell's train.py resolves now (preset, config files, --set, env, seed, steps, and
-    every default). Training code changed since the commit that wrote the checkpoint is named (and kept
-    in the copy's done.json), not refused: the config is the contract. Returns the ids of the cells
-    copied (with ``dry_run``: that would be, copying nothing)."""
-    import shutil
+REUSABLE_ARMS = ("source", "scratch")  # training cells whose runs depend on nothing else in the study
 
+
+def reuse_runs(cells: list[grid.Cell], out: Path, others: list[Path], echo=print, dry_run: bool = False) -> list[str]:
+    """Copy finished source and scratch runs of the studies ``others`` (the first that has a match) into
+    this study's unstarted cells of the same arm, method, target and seed whose run would be the same:
+    the run's config equals the one the cell's train.py resolves now (preset, config files, --set, env,
+    seed, steps, and every default). A source run must hold a checkpoint (the fine-tunes, attacks and
+    sweeps read it), its config read from there; a scratch run is judged by its metrics and final
+    evaluation alone, so its config.yaml serves where the checkpoint is gone (an exported study), and its
+    final evaluation must have the spec's episodes and seed. Training code changed since the commit that
+    wrote the checkpoint is named (and kept in the copy's done.json), not refused: the config is the
+    contract. Returns the ids of the cells copied (with ``dry_run``: that would be, copying nothing)."""
+    others = [Path(o).resolve() for o in others]
+    for other in others:
+        if not (other / SPEC).exists():
+            raise StudyError(f"--reuse {str(other)!r} holds no study (no {SPEC})")
+        if other == out:
+            raise StudyError("--reuse names this study's own --out")
+    copied, here = [], []
+    counts = {other: 0 for other in others}
+    for c in cells:
+        if c.arm not in REUSABLE_ARMS or cell_state(c, out) == "done" or (c.dir.exists() and any(c.dir.iterdir())):
+            continue
+        why = []
+        for other in others:
+            src = other / c.dir.relative_to(out)
+            reason, version = _reusable(c, src)
+            if reason is None:
+                break
+            why.append(f"{reason} in {other}")
+        else:
+            echo(f"reuse: {c.id}: " + "; ".join(why) + ": it trains here")
+            here.append(c.id)
+            continue
+        changed = _code_changes_since(version)
+        code = (f"training code changed since {version}: {', '.join(changed)}" if changed else
+                f"training code as at {version}" if changed is not None else
+                f"trained by {version}: its code cannot be compared with this checkout")
+        counts[other] += 1
+        copied.append(c.id)
+        if dry_run:
+            echo(f"reuse: {c.id}: would be copied from {src} ({code})")
+            continue
+        _copy_run(c, src, version, changed)
+        echo(f"reuse: {c.id}: copied from {src} ({code})")
+    would = "would be " if dry_run else ""
+    echo(f"reuse: {len(copied)} run(s) {would}copied ("
+         + ", ".join(f"{n} from {other}" for other, n in counts.items()) + ")"
+         + (f"; {len(here)} train here" if here else ""))
+    return copied
+
+
+def _reusable(c: grid.Cell, src: Path) -> tuple[str | None, str]:
+    """(None, the code version that trained it) if the finished run at ``src`` can be ``c``'s, else
+    (why not, "")."""
     from latent_adversary.config import RobustConfig
     from slac import checkpoint, config
     from slac.errors import InputError
     from slac.run import RunRequest, new_run_config
 
-    other = Path(other).resolve()
-    if not (other / SPEC).exists():
-        raise StudyError(f"--reuse-source {str(other)!r} holds no study (no {SPEC})")
-    if other == out:
-        raise StudyError("--reuse-source is this study's own --out")
-    copied, here = [], []
-    for c in cells:
-        if c.arm != "source" or cell_state(c, out) == "done" or (c.dir.exists() and any(c.dir.iterdir())):
-            continue
-        src = other / c.dir.relative_to(out)
-        if not (src / cellmod.DONE).exists():
-            echo(f"reuse: {c.id}: " + ("unfinished" if src.exists() else "absent") + f" in {other}: it trains here")
-            here.append(c.id)
-            continue
+    if not (src / cellmod.DONE).exists():
+        return ("unfinished" if src.exists() else "absent"), ""
+    try:
+        checkpoint.resolve_path(src)  # the agent the later cells take (best.pt or latest.pt)
+        state = checkpoint.load(src, latest=True)
+    except InputError as e:
+        if c.arm == "source" or not (src / "config.yaml").exists():
+            return f"not reused, no usable checkpoint ({e})", ""
+        state = {"config": yaml.safe_load((src / "config.yaml").read_text()), "code_version": "unknown"}
+    cfg, _ = new_run_config(RunRequest(**c.stages[0]["request"]), RobustConfig)
+    wanted = yaml.safe_load(yaml.safe_dump(config.to_dict(cfg), sort_keys=False))
+    saved = yaml.safe_load(yaml.safe_dump(state["config"], sort_keys=False))
+    if saved != wanted:
+        return "not reused, its config differs: " + "; ".join(diff(saved, wanted)[:3]), ""
+    for stage in c.stages[1:]:  # a scratch run's final evaluation: the same episodes and seed as the spec's
+        argv = stage["argv"]
+        wanted_eval = {"episodes": int(argv[argv.index("--episodes") + 1]), "seed": int(argv[argv.index("--seed") + 1])}
         try:
-            checkpoint.resolve_path(src)  # the agent the later cells take (best.pt or latest.pt)
-            state = checkpoint.load(src, latest=True)
-        except InputError as e:
-            echo(f"reuse: {c.id}: not reused, no usable checkpoint in {src} ({e}): it trains here")
-            here.append(c.id)
-            continue
-        cfg, _ = new_run_config(RunRequest(**c.stages[0]["request"]), RobustConfig)
-        wanted = yaml.safe_load(yaml.safe_dump(config.to_dict(cfg), sort_keys=False))
-        saved = yaml.safe_load(yaml.safe_dump(state["config"], sort_keys=False))
-        if saved != wanted:
-            echo(f"reuse: {c.id}: not reused, its config differs: " + "; ".join(diff(saved, wanted)[:3])
-                 + ": it trains here")
-            here.append(c.id)
-            continue
-        version = state.get("code_version", "unknown")
-        changed = _code_changes_since(version)
-        code = (f"training code changed since {version}: {', '.join(changed)}" if changed else
-                f"training code as at {version}" if changed is not None else
-                f"trained by {version}: its code cannot be compared with this checkout")
-        if dry_run:
-            echo(f"reuse: {c.id}: would be copied from {src} ({code})")
-            copied.append(c.id)
-            continue
-        if c.dir.exists():
-            c.dir.rmdir()  # empty (checked above)
-        tmp = c.dir.with_name(f".{c.dir.name}.reuse-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(".lock", cellmod.DONE, cellmod.FAILED))
-        done = json.loads((src / cellmod.DONE).read_text())
-        cellmod.write_json(tmp / cellmod.DONE, {**done, "id": c.id, "reused_from": str(src),
-                                                "reused": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                                "code_version": version, "code_changed_since": changed})
-        os.sync()  # the copy on disk before the folder (with its done.json) takes the cell's place
-        os.replace(tmp, c.dir)
-        echo(f"reuse: {c.id}: copied from {src} ({code})")
-        copied.append(c.id)
-    echo(f"reuse: {len(copied)} source run(s) {'would be ' if dry_run else ''}copied from {other}"
-         + (f"; {len(here)} train here" if here else ""))
-    return copied
+            made = json.loads((src / Path(stage["out"]).name).read_text())
+        except (OSError, ValueError):
+            return f"not reused, no readable {Path(stage['out']).name}", ""
+        if {k: made.get(k) for k in wanted_eval} != wanted_eval:
+            return f"not reused, its {Path(stage['out']).name} differs: {made.get('episodes')} episodes at " \
+                   f"seed {made.get('seed')}, not {wanted_eval['episodes']} at {wanted_eval['seed']}", ""
+    return None, state.get("code_version", "unknown")
+
+
+def _copy_run(c: grid.Cell, src: Path, version: str, changed: list[str] | None) -> None:
+    """Copy ``src`` into ``c``'s folder, whole or not at all, with a done.json saying where it came from."""
+    import shutil
+
+    if c.dir.exists():
+        c.dir.rmdir()  # empty (checked by the caller)
+    tmp = c.dir.with_name(f".{c.dir.name}.reuse-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(".lock", cellmod.DONE, cellmod.FAILED))
+    done = json.loads((src / cellmod.DONE).read_text())
+    cellmod.write_json(tmp / cellmod.DONE, {**done, "id": c.id, "reused_from": str(src),
+                                            "reused": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                            "code_version": version, "code_changed_since": changed})
+    os.sync()  # the copy on disk before the folder (with its done.json) takes the cell's place
+    os.replace(tmp, c.dir)
 
 
 def check_address(address: str | None) -> None:
@@ -291,7 +326,7 @@ def submission_order(pending: list[grid.Cell], baseline_method: str | None = Non
 
 
 def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | None = None,
-        dry_run: bool = False, python: str = sys.executable, echo=print, reuse_from: Path | None = None,
+        dry_run: bool = False, python: str = sys.executable, echo=print, reuse_from: list[Path] | None = None,
         device: str | None = None) -> int:
     out = Path(out).resolve()
     if max_parallel is not None and max_parallel < 1:
@@ -303,11 +338,11 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
             if added:
                 echo(f"study {out} would grow: adds {', '.join(added)}")
         echo(describe(cells, out))
-        reused = reuse_sources(cells, out, Path(reuse_from), echo, dry_run=True) if reuse_from is not None else []
+        reused = reuse_runs(cells, out, reuse_from, echo, dry_run=True) if reuse_from else []
         done = [c.id for c in cells if out.exists() and cell_state(c, out) == "done"]
         echo(grid.estimate(spec, [c for c in cells if c.id not in reused and c.id not in done]))
         if reused:
-            echo(f"  (without the {len(reused)} source cell(s) --reuse-source would copy)")
+            echo(f"  (without the {len(reused)} cell(s) --reuse would copy)")
         if done:
             echo(f"  (without the {len(done)} finished cell(s); a cell part-way counts in full)")
         return 0
@@ -320,7 +355,7 @@ def run(spec: dict, out: Path, address: str | None = None, max_parallel: int | N
 
 
 def _run(spec: dict, out: Path, cells: list[grid.Cell], address: str | None, max_parallel: int | None,
-         echo, reuse_from: Path | None) -> int:
+         echo, reuse_from: list[Path] | None) -> int:
     existed, added = check_spec_unchanged(out, spec)
     check_address(address)
     by_id = {c.id: c for c in cells}
@@ -332,8 +367,8 @@ def _run(spec: dict, out: Path, cells: list[grid.Cell], address: str | None, max
         echo(f"study {out} grows: adds {', '.join(added)}")
     if added or not existed:
         (out / SPEC).write_text(yaml.safe_dump(spec, sort_keys=True))
-    if reuse_from is not None:
-        reuse_sources(cells, out, Path(reuse_from), echo)
+    if reuse_from:
+        reuse_runs(cells, out, reuse_from, echo)
     todo = [c for c in cells if cell_state(c, out) != "done"]
     already = len(cells) - len(todo)
     echo(f"study {out}: {len(cells)} cells, {already} done, {len(todo)} to run")
