@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import subprocess
+import tokenize
 import zipfile
 from pathlib import Path
 
@@ -199,8 +200,10 @@ def load_replay(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    # numpy parses an array's header with ast, then tokenize: damaged bytes there raise their errors
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, SyntaxError, tokenize.TokenError) as e:
+        reason = "an array header cannot be parsed" if isinstance(e, (SyntaxError, tokenize.TokenError)) else \
+            str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"replay buffer {str(path)!r} is damaged ({reason}); the run cannot be resumed "
                          "(start a new run, or fine-tune from its checkpoint)") from None
     missing = [k for k in REPLAY_KEYS if k not in arrays]

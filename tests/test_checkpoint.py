@@ -134,8 +134,9 @@ def _npz(path, arrays, **kw):
     np.savez(path, **arrays, **kw)
 
 
-@pytest.mark.parametrize("variant", ["not a zip", "truncated", "empty", "pickled objects", "missing key",
-                                     "wrong shape", "wrong dtype", "size past capacity"])
+@pytest.mark.parametrize("variant", ["not a zip", "truncated", "empty", "null bytes in an array header",
+                                     "pickled objects", "missing key", "wrong shape", "wrong dtype",
+                                     "size past capacity"])
 def test_damaged_replays_are_one_clear_error(tmp_path, variant):
     path, arrays = tmp_path / "replay.npz", small_buffer().state_dict()
     if variant == "not a zip":
@@ -145,6 +146,10 @@ def test_damaged_replays_are_one_clear_error(tmp_path, variant):
         path.write_bytes(path.read_bytes()[:200])
     elif variant == "empty":
         path.write_bytes(b"")
+    elif variant == "null bytes in an array header":  # numpy: a SyntaxError, then a tokenize.TokenError
+        # frames past zipfile's first read (4 KiB), so the header is parsed before the CRC is checked
+        checkpoint.save_replay(path, {**arrays, "frames": np.zeros((5, 3, 32, 32), np.uint8)})
+        path.write_bytes(path.read_bytes().replace(b"hape': (", bytes(8), 1))
     elif variant == "pickled objects":
         np.savez(path, **{**arrays, "reward": np.array([{"a": 1}] * 5, dtype=object)})
     elif variant == "missing key":
