@@ -13,10 +13,12 @@ Without --env/--shift the checkpoint's own training env is used (with --compare:
 --env-sweep KEY=V1,V2,... (a robustness curve) evaluates at each value of one numeric env parameter
 (e.g. pole_mass=0.1,0.2,0.4), set on top of the env's own parameters and the checkpoint config's
 env_overrides, with the same episode seeds at each value (and --attack NAME --epsilon E at each, if
-given). It prints a table and the robust range: the widest run of adjacent swept values (in sorted
-order) whose mean cost is <= the budget, as lowest and highest value and width = highest - lowest (0
-for one value; none if no value keeps within the budget). --out writes it all as JSON; --plot (default:
-env_sweep_KEY.png beside --out, else here) return and cost against the value.
+given). It prints a table and the robust range: the run of adjacent swept values (in sorted order)
+whose mean cost is <= the budget that holds the env's own value of the parameter (the swept value
+nearest it), as lowest and highest value and width = highest - lowest (0 for one value; none if the
+cost there exceeds the budget; the widest such run for a parameter the env leaves unset). --out
+writes it all as JSON; --plot (default: env_sweep_KEY.png beside --out, else here) return and cost
+against the value.
 """
 
 from __future__ import annotations
@@ -154,19 +156,22 @@ def attack_of(args: argparse.Namespace) -> evaluation.AttackSpec | None:
     return evaluation.AttackSpec(args.attack, args.epsilon, args.attack_steps) if args.attack else None
 
 
-def sweep_env(args: argparse.Namespace, env: str | None, common: dict) -> list[dict]:
-    """--env-sweep: one metrics dict per value, in the order given, with the same episode seeds."""
+def sweep_env(args: argparse.Namespace, env: str | None, common: dict) -> tuple[list[dict], float | None]:
+    """--env-sweep: one metrics dict per value, in the order given, with the same episode seeds, and the
+    env's own value of the parameter (what the checkpoint's env runs at without the sweep)."""
     key, values = report.parse_env_sweep(args.env_sweep)
     if env is not None:  # the env is known: check its parameter before the checkpoint loads
         evaluation.check_env_sweep(env, key, values)
-    evaluators = evaluation.sweep_evaluators(make_evaluator(args.checkpoint, env, args.device), key, values)
+    evaluator = make_evaluator(args.checkpoint, env, args.device)
+    evaluators = evaluation.sweep_evaluators(evaluator, key, values)
     attack = attack_of(args)
-    return [evaluation.evaluate(e, attack=attack, **common) for e in evaluators]
+    rows = [evaluation.evaluate(e, attack=attack, **common) for e in evaluators]
+    return rows, evaluation.env_value(evaluator.env, key)
 
 
-def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
-    """Evaluate as the flags say; returns the metrics rows, what the table's label column is, and
-    how to label each row."""
+def run(args: argparse.Namespace) -> tuple[list[dict], str, object, float | None]:
+    """Evaluate as the flags say; returns the metrics rows, what the table's label column is, how to
+    label each row, and for --env-sweep the env's own value of the swept parameter (else None)."""
     check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -178,30 +183,31 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str, object]:
         env = evaluators[0].env_name
         evaluators += [make_evaluator(c, env, args.device) for c in args.compare[1:]]  # all fit first
         attack = attack_of(args)
-        return [evaluation.evaluate(e, attack=attack, **common) for e in evaluators], "checkpoint", None
+        return [evaluation.evaluate(e, attack=attack, **common) for e in evaluators], "checkpoint", None, None
     if args.env_sweep is not None:
         key = report.parse_env_sweep(args.env_sweep)[0]
-        return sweep_env(args, env, common), key, lambda r: f"{r['env_overrides'][key]:g}"
+        rows, own = sweep_env(args, env, common)
+        return rows, key, lambda r: f"{r['env_overrides'][key]:g}", own
     evaluator = make_evaluator(args.checkpoint, env, args.device)
     if args.epsilon_sweep is not None:
         specs = [evaluation.AttackSpec(args.attack, eps, args.attack_steps)
                  for eps in report.parse_epsilons(args.epsilon_sweep)]
         rows = [evaluation.evaluate(evaluator, attack=spec, **common) for spec in specs]
-        return rows, "epsilon", lambda r: f"{r['epsilon']:g}"
+        return rows, "epsilon", lambda r: f"{r['epsilon']:g}", None
     attack = attack_of(args)
     video = {"video": args.video, "video_episodes": args.video_episodes, "overview_size": args.overview_size}
     metrics = evaluation.evaluate(evaluator, attack=attack, **video, **common)
     if args.tensorboard:
         metrics["tensorboard"] = evaluation.log_tensorboard(evaluator, metrics, args.tensorboard,
                                                             args.overview_size)
-    return [metrics], "checkpoint", None
+    return [metrics], "checkpoint", None, None
 
 
-def payload(args: argparse.Namespace, rows: list[dict], label: str) -> dict:
+def payload(args: argparse.Namespace, rows: list[dict], label: str, env_value: float | None) -> dict:
     """What --out writes: one evaluation's metrics, {"sweep": rows}, {"compare": rows} or an env sweep's
     summary (``slac.report.env_sweep_summary``)."""
     if args.env_sweep is not None:
-        return report.env_sweep_summary(label, [r["env_overrides"][label] for r in rows], rows)
+        return report.env_sweep_summary(label, [r["env_overrides"][label] for r in rows], rows, env_value)
     if len(rows) == 1 and not args.epsilon_sweep:
         return rows[0]
     return {"sweep" if args.epsilon_sweep else "compare": rows}
@@ -226,14 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        rows, label, label_of = run(args)
+        rows, label, label_of, env_value = run(args)
         swept = "epsilon" if args.epsilon_sweep is not None else label if args.env_sweep is not None else None
         print(report.describe(rows[0], swept))
         print(report.table(rows, label, label_of))
         if any(r["chose_checkpoint"] for r in rows):
             print(f"note: these are the episodes whose evaluation during training chose this best.pt "
                   f"(--seed {args.seed} is the run's seed), so the figures flatter it; judge it with another --seed")
-        result = payload(args, rows, label)
+        result = payload(args, rows, label, env_value)
         if args.env_sweep is not None:
             print(report.describe_robustness(result))
         if args.out:

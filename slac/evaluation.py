@@ -167,6 +167,12 @@ def env_parameters(env) -> dict[str, tuple[type, ...]]:
     return {name: _types(hint) for name, hint in hints.items() if name != "return"}
 
 
+def env_value(env, key: str):
+    """The value of parameter ``key`` that an ``envs.make`` env runs with (None where it has none)."""
+    u = env.unwrapped
+    return getattr(getattr(u, "params", u), key, None)
+
+
 def _types(hint) -> tuple[type, ...]:
     """``float | None`` -> (float, NoneType); ``tuple[int, int, int]`` -> (tuple,)."""
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)

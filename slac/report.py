@@ -3,10 +3,12 @@ robustness figure of an env sweep, and the checks of the paths and values ``eval
 for them (the library part is ``slac.evaluation``).
 
 The robustness figure of an env sweep (:func:`robust_range`): sort the swept values; a value is
-within budget when the mean episode cost there is <= the episode budget; the robust range is the
-widest run of adjacent (in sorted order) values within budget, as its lowest and highest value and
-its width = highest - lowest (0 for a run of one value; on a tie the run of lower values); null when
-no value is within budget.
+within budget when the mean episode cost there is <= the episode budget; the robust range is the run
+of adjacent (in sorted order) values within budget that holds the env's own value of the parameter
+(the swept value nearest it): how far the parameter can move from where the agent was trained before
+the cost passes the budget. It is given as its lowest and highest value and its width = highest -
+lowest (0 for a run of one value); null when the value nearest the env's own is over budget. For a
+parameter the env leaves unset (no own value) it is the widest run, on a tie the run of lower values.
 """
 
 from __future__ import annotations
@@ -102,43 +104,54 @@ def _budget_line(ax, xs: list[float], budgets: list[float]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- env sweeps
-def robust_range(values: list[float], mean_costs: list[float], budget) -> dict | None:
-    """The robustness figure (module docstring): the widest run of adjacent swept values, in sorted order,
-    whose mean cost is <= ``budget`` (one number, or one per value), as {"lower", "upper", "width"};
-    None if no value qualifies."""
+def robust_range(values: list[float], mean_costs: list[float], budget, around: float | None = None) -> dict | None:
+    """The robustness figure (module docstring): the run of adjacent swept values, in sorted order, whose
+    mean cost is <= ``budget`` (one number, or one per value) and that holds the swept value nearest
+    ``around`` (the env's own value; ties to the lower), as {"lower", "upper", "width"}; None if that
+    value is over budget. ``around`` None: the widest such run; None if no value qualifies."""
     budgets = np.broadcast_to(np.asarray(budget, dtype=np.float64), (len(values),))
-    best = run = None
+    runs, run = [], None  # the runs of adjacent values within budget, as (lowest, highest)
     for value, cost, limit in sorted(zip(values, mean_costs, budgets, strict=True)):
         if cost > limit:  # a value over budget ends the run
             run = None
             continue
-        run = (run[0] if run else value, value)
-        if best is None or run[1] - run[0] > best[1] - best[0]:
-            best = run
+        if run is None:
+            run = [value, value]
+            runs.append(run)
+        run[1] = value
+    if around is None:
+        best = max(runs, key=lambda r: r[1] - r[0], default=None)  # max keeps the first (lower) on a tie
+    else:
+        anchor = min(sorted(values), key=lambda v: abs(v - around))
+        best = next((r for r in runs if r[0] <= anchor <= r[1]), None)
     if best is None:
         return None
     return {"lower": best[0], "upper": best[1], "width": float(f"{best[1] - best[0]:.12g}")}
 
 
-def env_sweep_summary(key: str, values: list[float], rows: list[dict]) -> dict:
-    """The JSON of ``--env-sweep``: what was swept and evaluated, the robustness figure and each value's
-    metrics (``rows``, one per value, in the order given)."""
+def env_sweep_summary(key: str, values: list[float], rows: list[dict], env_value: float | None) -> dict:
+    """The JSON of ``--env-sweep``: what was swept and evaluated, the env's own value of ``key`` (None
+    where it leaves it unset), the robustness figure and each value's metrics (``rows``, one per value,
+    in the order given)."""
     budgets = [r["budget"] for r in rows]
     first = rows[0]
     facts = ("checkpoint", "phase", "step", "env", "trained_env", "seed", "episodes", "deterministic", "attack",
              "epsilon", "attack_steps")
-    return {"key": key, "values": values, "budget": budgets[0] if len(set(budgets)) == 1 else budgets,
-            **{k: first[k] for k in facts},
-            "robustness": robust_range(values, [r["cost"]["mean"] for r in rows], budgets), "results": rows}
+    return {"key": key, "values": values, "env_value": env_value,
+            "budget": budgets[0] if len(set(budgets)) == 1 else budgets, **{k: first[k] for k in facts},
+            "robustness": robust_range(values, [r["cost"]["mean"] for r in rows], budgets, env_value),
+            "results": rows}
 
 
 def describe_robustness(summary: dict) -> str:
-    """One line: the robust range of an env sweep, or that no value kept within the budget."""
-    key, figure = summary["key"], summary["robustness"]
+    """One line: the robust range of an env sweep, or why there is none."""
+    key, figure, own = summary["key"], summary["robustness"], summary.get("env_value")
+    around = f"around the env's own {own:g}" if own is not None else "the widest run (the env sets no value)"
     if figure is None:
-        return f"robust range of {key}: none (the mean cost exceeds the budget at every value)"
-    return (f"robust range of {key} (mean cost <= budget): {figure['lower']:g} to {figure['upper']:g}, "
-            f"width {figure['width']:g}")
+        where = "at every value" if own is None else "at the swept value nearest the env's own"
+        return f"robust range of {key} ({around}): none (the mean cost exceeds the budget {where})"
+    return (f"robust range of {key} (mean cost <= budget, {around}): {figure['lower']:g} to "
+            f"{figure['upper']:g}, width {figure['width']:g}")
 
 
 # ------------------------------------------------------------------------------------ output and input checks

@@ -49,6 +49,18 @@ def test_robust_range_by_hand(values, costs, budget, expected):
     assert report.robust_range(values, costs, budget) == {"lower": lower, "upper": upper, "width": width}
 
 
+@pytest.mark.parametrize("values, costs, around, expected", [
+    ([1, 2, 3, 4, 5, 6], [0, 9, 0, 0, 0, 9], 1, (1, 1, 0)),  # the run holding the env's value, not the widest
+    ([1, 2, 3, 4, 5, 6], [0, 9, 0, 0, 0, 9], 4.4, (3, 5, 2)),  # the swept value nearest it: 4
+    ([1, 2, 3, 4, 5, 6], [0, 9, 0, 0, 0, 9], 2, None),  # over budget there: no range, though 3-5 is within
+    ([1, 2, 3, 4], [0, 0, 9, 0], 2.5, (1, 2, 1)),  # 2 and 3 equally near: the lower
+    ([3, 1, 2], [0, 9, 0], 100, (2, 3, 1)),  # beyond the sweep: its nearest end
+])
+def test_robust_range_around_the_envs_own_value_by_hand(values, costs, around, expected):
+    got = report.robust_range(values, costs, 1, around)
+    assert got == (None if expected is None else dict(zip(("lower", "upper", "width"), expected, strict=True)))
+
+
 def test_robust_range_none_within_and_rounding():
     assert report.robust_range([0.1, 0.2], [5.0, 6.0], 1.0) is None
     assert report.robust_range([0.1, 0.2, 0.3], [0, 0, 0], 1.0)["width"] == 0.2  # not 0.19999999999999998
@@ -62,13 +74,15 @@ def test_parse_env_sweep():
 def test_one_result_per_value_equal_to_a_plain_evaluation(run_dir, tmp_path, capsys):
     sweep = _sweep(run_dir, tmp_path, "--env-sweep", "hazard_radius=0.3,0.05", "--episodes", "2")
     printed = capsys.readouterr().out
-    assert "hazard_radius swept" in printed and "robust range of hazard_radius" in printed
+    assert "hazard_radius swept" in printed and "robust range of hazard_radius (" in printed
+    assert "around the env's own 0.18" in printed
     assert sweep["key"] == "hazard_radius" and sweep["values"] == [0.3, 0.05] and sweep["env"] == "toy-reach"
     assert sweep["seed"] == 0 and sweep["episodes"] == 2 and sweep["budget"] == 25 * 50 / 1000
     results = sweep["results"]
     assert [r["env_overrides"] for r in results] == [{"hazard_radius": 0.3}, {"hazard_radius": 0.05}]
+    assert sweep["env_value"] == 0.18  # toy-reach's own hazard radius, which the figure is anchored on
     assert sweep["robustness"] == report.robust_range(sweep["values"], [r["cost"]["mean"] for r in results],
-                                                      sweep["budget"])
+                                                      sweep["budget"], 0.18)
     assert (tmp_path / "env_sweep_hazard_radius.png").stat().st_size > 0  # beside --out
     # the same value set in the checkpoint's own config, evaluated the plain way: the same numbers
     state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)

@@ -260,30 +260,32 @@ def test_report_attack_sweeps_by_hand(tmp_path):
 
 def test_report_env_sweeps_by_hand(tmp_path):
     """A source-only screen (no targets): each value's return and cost averaged over the seeds' evaluate.py
-    --env-sweep JSON, each seed's robust range as evaluate.py wrote it, and the range of the mean cost."""
+    --env-sweep JSON, each seed's robust range computed from its results (not the figure its JSON holds)
+    and the range of the mean cost, both around toy-reach's own hazard radius 0.18 (nearest swept: 0.2)."""
     spec = check_spec({**BASE, "targets": [], "seeds": [0, 1, 2], "scratch": {"enabled": False},
                        "methods": {"none": {}, "other": {}},  # other: not swept yet
                        "env_sweeps": [{"key": "hazard_radius", "values": [0.1, 0.2, 0.3]}]})  # s2 not run yet
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    costs = {0: (1.0, 4.0, 30.0), 1: (3.0, 20.0, 12.0)}  # budget 10: means 2, 12, 21 -> only 0.1 is in budget
+    costs = {0: (1.0, 4.0, 30.0), 1: (20.0, 8.0, 5.0)}  # budget 10: means 10.5, 6, 17.5 -> only 0.2 is in budget
     for s, cs in costs.items():
         results = [{"env_overrides": {"hazard_radius": v}, "budget": 10.0, "return": {"mean": 100.0 * (s + 1)},
                     "cost": {"mean": c}} for v, c in zip((0.1, 0.2, 0.3), cs, strict=True)]
         path = tmp_path / "env_sweep/none/hazard_radius" / f"s{s}/sweep.json"
         path.parent.mkdir(parents=True)
-        robust = {"lower": 0.1, "upper": 0.2, "width": 0.1} if s == 0 else {"lower": 0.1, "upper": 0.1, "width": 0.0}
-        path.write_text(json.dumps({"results": results, "robustness": robust}))
+        stale = {"lower": 0.0, "upper": 9.0, "width": 9.0}  # not what the results say: the report recomputes
+        path.write_text(json.dumps({"results": results, "robustness": stale}))
     md, js, plots = report.write(tmp_path)
     sweep = json.loads(js.read_text())["env_sweeps"]["none"]["hazard_radius"]
     assert [r["value"] for r in sweep["rows"]] == [0.1, 0.2, 0.3]
-    assert [r["cost"]["mean"] for r in sweep["rows"]] == pytest.approx([2.0, 12.0, 21.0])
+    assert [r["cost"]["mean"] for r in sweep["rows"]] == pytest.approx([10.5, 6.0, 17.5])
     assert [r["return"]["mean"] for r in sweep["rows"]] == pytest.approx([150.0] * 3)
-    assert sweep["budget"] == 10.0 and sweep["robust_range_of_mean"] == {"lower": 0.1, "upper": 0.1, "width": 0.0}
-    assert sweep["robust_range_per_seed"]["0"] == {"lower": 0.1, "upper": 0.2, "width": 0.1}
+    assert sweep["budget"] == 10.0 and sweep["robust_range_of_mean"] == {"lower": 0.2, "upper": 0.2, "width": 0.0}
+    assert sweep["robust_range_per_seed"] == {"0": {"lower": 0.1, "upper": 0.2, "width": 0.1},
+                                              "1": {"lower": 0.2, "upper": 0.3, "width": 0.1}}
     assert "2" not in sweep["robust_range_per_seed"]  # a seed without a sweep has no range, not "none"
     text = md.read_text()
     assert "| none | hazard_radius | 0.2 | 150 ±" in text
-    assert ("| none | hazard_radius | 0.1 to 0.1 (width 0) | s0: 0.1 to 0.2 (width 0.1), s1: 0.1 to 0.1 (width 0) |"
+    assert ("| none | hazard_radius | 0.2 to 0.2 (width 0) | s0: 0.1 to 0.2 (width 0.1), s1: 0.2 to 0.3 (width 0.1) |"
             in text)
     assert "| other | hazard_radius | – | – |" in text  # no sweep yet: no range, not "none"
     assert any(Path(p).name == "env_sweep_hazard_radius.png" and Path(p).stat().st_size > 1000 for p in plots)

@@ -268,10 +268,12 @@ def collect(study: Path) -> dict:
         tgt["goals"] = goals(tgt["methods"], tgt["scratch"])
         out["targets"][t] = tgt
     out["attacks"] = collect_attacks(study, spec)
-    out["env_sweeps"] = collect_env_sweeps(study, spec)
-    if out["env_sweeps"]:
+    if spec.get("env_sweeps"):
         nominal = nominal_values(spec["source_env"], [sw["key"] for sw in spec["env_sweeps"]])
+        out["env_sweeps"] = collect_env_sweeps(study, spec, nominal)
         out["env_sweep_summary"] = {"nominal": nominal, "methods": sweep_summary(out["env_sweeps"], nominal)}
+    else:
+        out["env_sweeps"] = {}
     return out
 
 
@@ -292,10 +294,12 @@ def collect_attacks(study: Path, spec: dict) -> dict:
     return out
 
 
-def collect_env_sweeps(study: Path, spec: dict) -> dict:
+def collect_env_sweeps(study: Path, spec: dict, nominal: dict) -> dict:
     """Per method and env parameter: return and cost of the source agents at each value over
     seeds (each seed's ``evaluate.py --env-sweep`` JSON), each seed's robust range (``slac.report.robust_range``:
-    the widest run of adjacent values with mean cost <= budget) and the robust range of the seeds' mean cost."""
+    the run of adjacent values with mean cost <= budget around the source env's own value, ``nominal``)
+    and the robust range of the seeds' mean cost. Each seed's range is computed here from its results,
+    not read from its JSON, so that sweeps evaluated before the figure was anchored count the same."""
     from slac.report import robust_range
 
     out: dict = {}
@@ -315,21 +319,31 @@ def collect_env_sweeps(study: Path, spec: dict) -> dict:
             out.setdefault(method, {})[sw["key"]] = {
                 "rows": rows, "budget": budget,
                 # seeds with a sweep only: None is a sweep with no value within the budget
-                "robust_range_per_seed": {s: js["robustness"] for s, js in sweeps.items() if js},
+                "robust_range_per_seed": {s: _seed_range(js, sw["key"], nominal[sw["key"]])
+                                          for s, js in sweeps.items() if js},
                 "robust_range_of_mean": robust_range([r["value"] for r in complete],
-                                                     [r["cost"]["mean"] for r in complete], budget)
+                                                     [r["cost"]["mean"] for r in complete], budget, nominal[sw["key"]])
                 if complete and budget is not None else None}
     return out
+
+
+def _seed_range(sweep: dict, key: str, own) -> dict | None:
+    """One seed's robust range from its ``--env-sweep`` JSON's results."""
+    from slac.report import robust_range
+
+    results = sweep["results"]
+    return robust_range([r["env_overrides"][key] for r in results], [r["cost"]["mean"] for r in results],
+                        [r["budget"] for r in results], own)
 
 
 def nominal_values(source_env: str, keys: list[str]) -> dict:
     """The source env's own value of each swept parameter (what its clean evaluation runs at)."""
     import envs
+    from slac.evaluation import env_value
 
     env = envs.make(source_env)
     try:
-        params = getattr(env.unwrapped, "params", env.unwrapped)
-        return {k: getattr(params, k, None) for k in keys}
+        return {k: env_value(env, k) for k in keys}
     finally:
         env.close()
 
@@ -449,8 +463,9 @@ def markdown(data: dict, plots: list[str]) -> str:
     if data.get("env_sweeps"):
         lines += ["## Robustness curves of the source agents (`evaluate.py --env-sweep`)", "",
                   "The source agent: a run's best.pt where it kept one (`train.keep_best_feasible`), else its last "
-                  "checkpoint. Robust range: the widest run of adjacent swept values whose mean cost is within the "
-                  "budget.", ""]
+                  "checkpoint. Robust range: the run of adjacent swept values whose mean cost is within the budget "
+                  "around the source env's own value (the swept value nearest it; none where that one is over the "
+                  "budget).", ""]
         lines += _summary_lines(data["env_sweep_summary"])
         lines += ["| method | parameter | value | return | cost |", "| --- | --- | --- | --- | --- |"]
         for m, sweeps in data["env_sweeps"].items():
