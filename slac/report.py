@@ -122,11 +122,18 @@ def robust_range(values: list[float], mean_costs: list[float], budget, around: f
     if around is None:
         best = max(runs, key=lambda r: r[1] - r[0], default=None)  # max keeps the first (lower) on a tie
     else:
-        anchor = min(sorted(values), key=lambda v: abs(v - around))
+        anchor = min(values, key=lambda v: (abs(v - around), v))  # the nearest; on a tie the lower
         best = next((r for r in runs if r[0] <= anchor <= r[1]), None)
     if best is None:
         return None
     return {"lower": best[0], "upper": best[1], "width": float(f"{best[1] - best[0]:.12g}")}
+
+
+def sweep_range(rows: list[dict], key: str, env_value: float | None) -> dict | None:
+    """The robust range of one ``--env-sweep``'s metrics rows (each with ``env_overrides[key]``, its
+    ``budget`` and mean cost) around ``env_value``."""
+    return robust_range([r["env_overrides"][key] for r in rows], [r["cost"]["mean"] for r in rows],
+                        [r["budget"] for r in rows], env_value)
 
 
 def env_sweep_summary(key: str, values: list[float], rows: list[dict], env_value: float | None) -> dict:
@@ -139,7 +146,7 @@ def env_sweep_summary(key: str, values: list[float], rows: list[dict], env_value
              "epsilon", "attack_steps")
     return {"key": key, "values": values, "env_value": env_value,
             "budget": budgets[0] if len(set(budgets)) == 1 else budgets, **{k: first[k] for k in facts},
-            "robustness": robust_range(values, [r["cost"]["mean"] for r in rows], budgets, env_value),
+            "robustness": sweep_range(rows, key, env_value),
             "results": rows}
 
 

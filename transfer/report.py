@@ -300,7 +300,7 @@ def collect_env_sweeps(study: Path, spec: dict, nominal: dict) -> dict:
     the run of adjacent values with mean cost <= budget around the source env's own value, ``nominal``)
     and the robust range of the seeds' mean cost. Each seed's range is computed here from its results,
     not read from its JSON, so that sweeps evaluated before the figure was anchored count the same."""
-    from slac.report import robust_range
+    from slac.report import robust_range, sweep_range
 
     out: dict = {}
     for method in source_methods(spec):
@@ -319,21 +319,12 @@ def collect_env_sweeps(study: Path, spec: dict, nominal: dict) -> dict:
             out.setdefault(method, {})[sw["key"]] = {
                 "rows": rows, "budget": budget,
                 # seeds with a sweep only: None is a sweep with no value within the budget
-                "robust_range_per_seed": {s: _seed_range(js, sw["key"], nominal[sw["key"]])
+                "robust_range_per_seed": {s: sweep_range(js["results"], sw["key"], nominal[sw["key"]])
                                           for s, js in sweeps.items() if js},
                 "robust_range_of_mean": robust_range([r["value"] for r in complete],
                                                      [r["cost"]["mean"] for r in complete], budget, nominal[sw["key"]])
                 if complete and budget is not None else None}
     return out
-
-
-def _seed_range(sweep: dict, key: str, own) -> dict | None:
-    """One seed's robust range from its ``--env-sweep`` JSON's results."""
-    from slac.report import robust_range
-
-    results = sweep["results"]
-    return robust_range([r["env_overrides"][key] for r in results], [r["cost"]["mean"] for r in results],
-                        [r["budget"] for r in results], own)
 
 
 def nominal_values(source_env: str, keys: list[str]) -> dict:
