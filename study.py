@@ -42,9 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--max-parallel", type=int, help="at most N cells at a time (default: one per Ray CPU)")
     r.add_argument("--dry-run", action="store_true", help="print the cells, dependencies and compute estimate")
     r.add_argument("--reuse", "--reuse-source", dest="reuse", action="append", metavar="OTHER_STUDY_DIR",
-                   help="copy that study's finished source and scratch runs into this one's unstarted cells of the "
-                   "same arm, method, target and seed where the resolved config is identical (e.g. a screen's "
-                   "seed 0); repeat it to name several studies, the first with a match is used")
+                   help="copy that study's finished source, scratch and fine-tune runs into this one's unstarted cells "
+                   "of the same arm, method, target and seed where the resolved config is identical (e.g. a "
+                   "screen's seed 0; a fine-tune only onto a source copied from that study); repeat it to name "
+                   "several studies, the first with a match is used")
     r.add_argument("--device", choices=DEVICES,
                    help="for every train.py and evaluate.py command (default: theirs, auto: cuda if available); "
                    "part of a new run's config, so a resumed training cell keeps the device it started on")

@@ -29,7 +29,7 @@ import torch
 
 from slac.config import upgrade_saved
 from slac.errors import InputError
-from slac.rundir import CHECKPOINTS, LATEST, latest_path, replay_name
+from slac.rundir import CHECKPOINTS, LATEST, latest_path, replay_name, replay_step
 
 BEST = "best.pt"  # train.keep_best_feasible: the kept checkpoint with the best evaluation within the budget
 AGENT = "agent.pt"  # an exported agent's weights, in its folder agents/<name>/
@@ -88,12 +88,13 @@ def save_snapshot(ckpt_dir: Path, state: dict, replay, keep: bool, best: bool = 
 
 
 def clean_stale(ckpt_dir: Path, replay_in_use: str | None) -> None:
-    """Delete temp files left by killed writers and replays that no longer belong to ``latest.pt``
-    (only while the run directory is locked: no other writer can be at work)."""
+    """Delete temp files left by killed writers and replays (files named as ``replay_name`` writes them)
+    that no longer belong to ``latest.pt`` (only while the run directory is locked: no other writer can be
+    at work). Any other file is left alone."""
     if not ckpt_dir.is_dir():
         return
     for path in ckpt_dir.iterdir():
-        stale_replay = path.name.startswith("replay") and path.suffix == ".npz" and path.name != replay_in_use
+        stale_replay = replay_step(path.name) is not None and path.name != replay_in_use
         if stale_replay or (path.name.startswith(".") and ".tmp" in path.name):
             path.unlink(missing_ok=True)
 

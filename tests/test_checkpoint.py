@@ -185,8 +185,9 @@ def test_a_snapshot_killed_before_latest_keeps_latest_and_its_replay(tmp_path):
     latest = checkpoint.load(tmp_path)
     assert latest["counters"]["step"] == 7 and (ckpt / latest["replay_file"]).is_file()
     (ckpt / ".latest.pt.tmp123").write_bytes(b"partial")
+    (ckpt / "replay_notes.npz").write_bytes(b"a user's file")  # not a name a snapshot writes: kept
     checkpoint.clean_stale(ckpt, latest["replay_file"])  # what a resume does first
-    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.pt", latest["replay_file"]]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.pt", latest["replay_file"], "replay_notes.npz"]
 
 
 def test_the_replay_file_names_the_step_a_study_reads_back(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -715,7 +716,7 @@ def test_reuse_copies_only_runs_whose_resolved_config_is_the_same(tmp_path, caps
     assert not (out / "source/none/s1").exists() and not (out / "source/none/s2").exists()
     assert any("source/none/s1: not reused, its config differs: agent.lr: 0.5 -> " in ln for ln in lines), lines
     assert any("source/none/s2: unfinished in " in ln and ln.endswith("it trains here") for ln in lines), lines
-    assert lines[-1] == f"reuse: 1 run(s) copied (1 from {other}); 5 train here"  # and 3 scratch runs
+    assert lines[-1] == f"reuse: 1 run(s) copied (1 from {other}); 8 train here"  # and 3 scratch runs, 3 fine-tunes
     # a cell already started here is never replaced, even by a matching run; a done one is not copied again
     (other / "source/none/s1/config.yaml").write_text(yaml.safe_dump(resolved(1), sort_keys=False))
     (out / "source/none/s1").mkdir(parents=True)
@@ -795,12 +796,13 @@ def test_reuse_takes_real_runs_a_source_with_its_checkpoint_and_a_scratch_run_fr
     from slac import checkpoint
     from transfer import runner
 
-    spec = check_spec(dict(BASE))
+    spec = check_spec({**BASE, "target_steps": 100})
     other, out = tmp_path / "screen", tmp_path / "study"
     other.mkdir(), out.mkdir()
     (other / "spec.yaml").write_text(yaml.safe_dump(spec))
     trained = {c.id: c for c in grid.build(spec, other, sys.executable)}
-    for cell_id in ("source/none/s0", "scratch/toy-hazard-colour/s0"):  # each cell's own commands, 100 steps
+    ft = "finetune/none/toy-hazard-colour/s0"
+    for cell_id in ("source/none/s0", "scratch/toy-hazard-colour/s0", ft):  # each cell's own commands, 100 steps
         c = trained[cell_id]
         assert train.main(c.stages[0]["new"][2:]) == 0
         for stage in c.stages[1:]:
@@ -809,10 +811,13 @@ def test_reuse_takes_real_runs_a_source_with_its_checkpoint_and_a_scratch_run_fr
     report.export(other, tmp_path / "exported")  # its small files: no checkpoints
     cells = grid.build(spec, out, sys.executable)
     lines = []
-    # the first study named that has a match: the export for the scratch run, the study for the source
+    # the first study named that has a match: the export for the scratch run, the study for the source;
+    # the fine-tune from the study its source came from, though the export (named first) has its files too
     copied = runner.reuse_runs(cells, out, [tmp_path / "exported", other], echo=lines.append)
-    assert copied == ["source/none/s0", "scratch/toy-hazard-colour/s0"]
-    assert lines[-1] == f"reuse: 2 run(s) copied (1 from {tmp_path / 'exported'}, 1 from {other})"
+    assert copied == ["source/none/s0", ft, "scratch/toy-hazard-colour/s0"]
+    assert lines[-1] == f"reuse: 3 run(s) copied (1 from {tmp_path / 'exported'}, 2 from {other})"
+    assert json.loads((out / ft / "done.json").read_text())["reused_from"] == str(other / ft)
+    assert (out / ft / "metrics.jsonl").read_text() == (other / ft / "metrics.jsonl").read_text()
     assert any("training code" in ln or "cannot be compared" in ln for ln in lines)  # the code it was trained by
     scratch = out / "scratch/toy-hazard-colour/s0"
     assert json.loads((scratch / "done.json").read_text())["reused_from"] == str(tmp_path / "exported" /
@@ -823,7 +828,7 @@ def test_reuse_takes_real_runs_a_source_with_its_checkpoint_and_a_scratch_run_fr
     # refused: a source without its checkpoint, a scratch run evaluated otherwise than the spec says
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    other_eval = grid.build(check_spec({**BASE, "eval_episodes": 2}), fresh, sys.executable)
+    other_eval = grid.build(check_spec({**BASE, "target_steps": 100, "eval_episodes": 2}), fresh, sys.executable)
     lines.clear()
     assert runner.reuse_runs(other_eval, fresh, [tmp_path / "exported"], echo=lines.append) == []
     assert any("source/none/s0: not reused, no usable checkpoint" in ln for ln in lines), lines
@@ -831,3 +836,22 @@ def test_reuse_takes_real_runs_a_source_with_its_checkpoint_and_a_scratch_run_fr
                "not 2 at 0" in ln for ln in lines), lines
     state = checkpoint.load(out / "source/none/s0")  # what the zero-shot and fine-tune cells take
     assert state["counters"]["step"] == 100 and state["config"]["seed"] == 0
+    # a fine-tune is not copied onto a source that did not come from its study: the same config trained
+    # again is another agent; nor where its own config differs (here the fine-tune's steps)
+    lines.clear()
+    assert runner.reuse_runs(other_eval, fresh, [other], echo=lines.append, dry_run=True) == ["source/none/s0"]
+    assert any(ln.startswith(f"reuse: {ft}: not reused, its final_eval.json differs: 1 episodes at seed 0, not 2")
+               for ln in lines), lines
+    own = tmp_path / "own"
+    cells = grid.build(spec, own, sys.executable)
+    c = next(c for c in cells if c.id == "source/none/s0")
+    shutil.copytree(other / "source/none/s0", c.dir)  # as if trained here: no reused_from
+    lines.clear()
+    assert runner.reuse_runs(cells, own, [other], echo=lines.append) == ["scratch/toy-hazard-colour/s0"]
+    assert f"reuse: {ft}: its source run is this study's own: it trains here" in lines, lines
+    longer = grid.build({**spec, "target_steps": 200}, tmp_path / "longer", sys.executable)
+    lines.clear()
+    assert runner.reuse_runs(longer, tmp_path / "longer", [other], echo=lines.append, dry_run=True) == \
+        ["source/none/s0", "scratch/toy-hazard-colour/s0"]
+    differs = f"reuse: {ft}: not reused, its config differs: train.steps: 100 -> 200"
+    assert any(ln.startswith(differs) for ln in lines), lines

@@ -131,17 +131,28 @@ def _code_changes_since(version: str) -> list[str] | None:
     return result.stdout.split() if result.returncode == 0 else None
 
 
-REUSABLE_ARMS = ("source", "scratch")  # training cells whose runs depend on nothing else in the study
+REUSABLE_ARMS = ("source", "scratch", "finetune")  # training cells; a fine-tune only with its own source
+
+
+def _reused_from(cell_dir: Path) -> Path | None:
+    """The run a cell here was copied from (its done.json's ``reused_from``), None if it ran here."""
+    try:
+        origin = json.loads((cell_dir / cellmod.DONE).read_text()).get("reused_from")
+    except (OSError, ValueError):
+        return None
+    return Path(origin) if origin else None
 
 
 def reuse_runs(cells: list[grid.Cell], out: Path, others: list[Path], echo=print, dry_run: bool = False) -> list[str]:
-    """Copy finished source and scratch runs of the studies ``others`` (the first that has a match) into
-    this study's unstarted cells of the same arm, method, target and seed whose run would be the same:
-    the run's config equals the one the cell's train.py resolves now (preset, config files, --set, env,
-    seed, steps, and every default). A source run must hold a checkpoint (the fine-tunes, attacks and
-    sweeps read it), its config read from there; a scratch run is judged by its metrics and final
-    evaluation alone, so its config.yaml serves where the checkpoint is gone (an exported study), and its
-    final evaluation must have the spec's episodes and seed. Training code changed since the commit that
+    """Copy finished source, scratch and fine-tune runs of the studies ``others`` (the first that has a
+    match) into this study's unstarted cells of the same arm, method, target and seed whose run would be
+    the same: the run's config equals the one the cell's train.py resolves now (preset, config files,
+    --set, env, seed, steps, and every default). A source run must hold a checkpoint (the fine-tunes,
+    attacks and sweeps read it), its config read from there; a scratch run or a fine-tune is judged by
+    its metrics and final evaluation alone, so its config.yaml serves where the checkpoint is gone (an
+    exported study), and its final evaluation must have the spec's episodes and seed. A fine-tune is
+    copied only from the study its source run here was copied from (now or by an earlier ``run``): two
+    trainings of one source config are different agents. Training code changed since the commit that
     wrote the checkpoint is named (and kept in the copy's done.json), not refused: the config is the
     contract. Returns the ids of the cells copied (with ``dry_run``: that would be, copying nothing)."""
     others = [Path(o).resolve() for o in others]
@@ -152,13 +163,21 @@ def reuse_runs(cells: list[grid.Cell], out: Path, others: list[Path], echo=print
             raise StudyError("--reuse names this study's own --out")
     copied, here = [], []
     counts = {other: 0 for other in others}
+    origin: dict[str, Path] = {}  # cell id -> the run it is (or, with dry_run, would be) copied from
     for c in cells:
         if c.arm not in REUSABLE_ARMS or cell_state(c, out) == "done" or (c.dir.exists() and any(c.dir.iterdir())):
             continue
-        why = []
-        for other in others:
+        candidates, why, source_run = others, [], None
+        if c.arm == "finetune":
+            dep = c.deps[0]
+            source_run = origin.get(dep) or _reused_from(out / dep)
+            candidates = [o for o in others if source_run == o / dep]
+            if not candidates:
+                why.append(f"its source run here is a copy of {source_run}" if source_run else
+                           "its source run is this study's own")
+        for other in candidates:
             src = other / c.dir.relative_to(out)
-            reason, version = _reusable(c, src)
+            reason, version = _reusable(c, src, source_run)
             if reason is None:
                 break
             why.append(f"{reason} in {other}")
@@ -166,6 +185,7 @@ def reuse_runs(cells: list[grid.Cell], out: Path, others: list[Path], echo=print
             echo(f"reuse: {c.id}: " + "; ".join(why) + ": it trains here")
             here.append(c.id)
             continue
+        origin[c.id] = src
         changed = _code_changes_since(version)
         code = (f"training code changed since {version}: {', '.join(changed)}" if changed else
                 f"training code as at {version}" if changed is not None else
@@ -184,9 +204,10 @@ def reuse_runs(cells: list[grid.Cell], out: Path, others: list[Path], echo=print
     return copied
 
 
-def _reusable(c: grid.Cell, src: Path) -> tuple[str | None, str]:
+def _reusable(c: grid.Cell, src: Path, source_run: Path | None = None) -> tuple[str | None, str]:
     """(None, the code version that trained it) if the finished run at ``src`` can be ``c``'s, else
-    (why not, "")."""
+    (why not, ""). A fine-tune's config is resolved from ``source_run``, the run its source here is a
+    copy of (this study's own may not be copied yet)."""
     from latent_adversary.config import RobustConfig
     from slac import checkpoint, config
     from slac.errors import InputError
@@ -201,12 +222,18 @@ def _reusable(c: grid.Cell, src: Path) -> tuple[str | None, str]:
         if c.arm == "source" or not (src / "config.yaml").exists():
             return f"not reused, no usable checkpoint ({e})", ""
         state = {"config": yaml.safe_load((src / "config.yaml").read_text()), "code_version": "unknown"}
-    cfg, _ = new_run_config(RunRequest(**c.stages[0]["request"]), RobustConfig)
+    request = dict(c.stages[0]["request"])
+    if source_run is not None:
+        request["checkpoint"] = str(source_run)
+    try:
+        cfg, _ = new_run_config(RunRequest(**request), RobustConfig)
+    except InputError as e:
+        return f"not reused, its source's config cannot be read ({e})", ""
     wanted = yaml.safe_load(yaml.safe_dump(config.to_dict(cfg), sort_keys=False))
     saved = yaml.safe_load(yaml.safe_dump(state["config"], sort_keys=False))
     if saved != wanted:
         return "not reused, its config differs: " + "; ".join(diff(saved, wanted)[:3]), ""
-    for stage in c.stages[1:]:  # a scratch run's final evaluation: the same episodes and seed as the spec's
+    for stage in c.stages[1:]:  # a scratch run's or fine-tune's final evaluation: the spec's episodes and seed
         argv = stage["argv"]
         wanted_eval = {"episodes": int(argv[argv.index("--episodes") + 1]), "seed": int(argv[argv.index("--seed") + 1])}
         try:
