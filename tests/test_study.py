@@ -178,6 +178,19 @@ def test_report_aggregates_by_hand(tmp_path):
     assert all(Path(p).stat().st_size > 1000 for p in plots) and len(plots) == 2
     # one seed: no interval and no spread, said as n=1
     assert report.aggregate([2.0])["ci95"] is None and report._cell(report.aggregate([2.0])) == "2 (n=1)"
+    # a fourth fine-tune still running (at 50 of 200) is left out: it does not pull the common step back
+    spec["seeds"] = [0, 1, 2, 3]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    _metrics(tmp_path / "finetune/none" / t / "s3", [{"step": 50, "train/lifetime_cost": 1.0}])
+    row = report.collect(tmp_path)["targets"][t]["methods"]["none"]
+    assert row["common_target_step"] == 200 and row["finetune_lifetime_cost"]["values"] == [10.0, 11.0, 12.0]
+    # while no fine-tune has finished, the started ones are compared at their common step (s3's 50)
+    for s in (0, 1, 2):
+        _metrics(tmp_path / "finetune/none" / t / f"s{s}", [{"step": 50, "train/lifetime_cost": 2.0 + s},
+                                                             {"step": 100, "train/lifetime_cost": 4.0 + s}])
+    row = report.collect(tmp_path)["targets"][t]["methods"]["none"]
+    assert row["common_target_step"] == 50 and row["finetune_lifetime_cost"]["values"] == [2.0, 3.0, 4.0, 1.0]
+    (tmp_path / "finetune/none" / t / "s3/metrics.jsonl").unlink()
     # fine-tunes not run yet: no common step (not the scratch runs' end), nothing compared
     for s in (0, 1, 2):
         (tmp_path / "finetune/none" / t / f"s{s}/metrics.jsonl").unlink()

@@ -5,7 +5,7 @@ over seeds (10,000 resamples of the seeds with replacement, percentile interval,
 one seed) of: scratch final return / cost, zero-shot return / cost, fine-tuned final return / cost,
 their violation rates, both arms' late training evaluations (the last quarter of their steps), the
 lifetime target cost (``train/lifetime_cost``) of fine-tuning and of scratch at their common target
-step, and the ratio fine-tune / scratch (of the seed means, with its interval); the first
+step (over each arm's finished runs, or all its started runs while none has finished), and the ratio fine-tune / scratch (of the seed means, with its interval); the first
 target step at which a run's training evaluation met the budget (``eval/cost <= eval/budget``, and
 ``eval/return`` above the spec's do-nothing baseline where it gives one). Against the goals the study is
 measured by (``GOALS``): per target, fine-tuning's saving of lifetime cost over scratch and its final
@@ -190,6 +190,15 @@ def late_evaluations(records: list[dict], planned_steps: int) -> dict | None:
             "cost": float(np.mean([r["eval/cost"] for r in late])), "evaluations": len(late)}
 
 
+def compared_runs(metrics: dict, planned_steps: int) -> dict:
+    """The runs of an arm whose lifetime cost is compared: those that finished (reached
+    ``planned_steps``); while none has, every run that has started (an interim view at their common step).
+    A run still going is left out once one has finished, so that it does not pull the common step back."""
+    started = {s: m for s, m in metrics.items() if m}
+    finished = {s: m for s, m in started.items() if m[-1]["step"] >= planned_steps}
+    return finished or started
+
+
 def _late(runs: list[dict | None], key: str) -> dict:
     return aggregate([r and r[key] for r in runs])
 
@@ -250,17 +259,18 @@ def collect(study: Path) -> dict:
                 "curves": {s: {"lifetime_cost": _curve(m, "train/lifetime_cost"), "return": _curve(m, "eval/return")}
                            for s, m in ft_metrics.items()},
             }
-            ft_last = [m[-1]["step"] for m in ft_metrics.values() if m]
-            sc_last = [m[-1]["step"] for m in scratch_metrics.values() if m]
-            # the step every fine-tune (and scratch run, with a scratch arm) has reached, once all arms have run
-            common = min(ft_last + sc_last) if ft_last and (sc_last or not scratch_runs) else None
+            ft_cmp = compared_runs(ft_metrics, spec["target_steps"])
+            sc_cmp = compared_runs(scratch_metrics, spec["scratch"]["steps"]) if scratch_runs else {}
+            # the step every compared fine-tune (and scratch run, with a scratch arm) has reached
+            last = [m[-1]["step"] for m in [*ft_cmp.values(), *sc_cmp.values()]]
+            common = min(last) if ft_cmp and (sc_cmp or not scratch_runs) else None
             row["common_target_step"] = common
             if common is not None:
-                by_seed = {s: lifetime_at(m, common) for s, m in ft_metrics.items() if m}
+                by_seed = {s: lifetime_at(m, common) for s, m in ft_cmp.items()}
                 row["finetune_lifetime_cost_by_seed"] = by_seed
                 row["finetune_lifetime_cost"] = aggregate(list(by_seed.values()))
                 if scratch_runs:
-                    sc_l = aggregate([lifetime_at(m, common) for m in scratch_metrics.values() if m])
+                    sc_l = aggregate([lifetime_at(m, common) for m in sc_cmp.values()])
                     row["scratch_lifetime_cost"] = sc_l
                     # the goals' saving is 1 minus it
                     row["lifetime_cost_ratio"] = ratio_of_means(row["finetune_lifetime_cost"], sc_l)
@@ -425,7 +435,8 @@ def markdown(data: dict, plots: list[str]) -> str:
             lines.append(f"| {m}: fine-tuning (late training evaluations) | {_cell(r['finetune_late_return'])} | "
                          f"{_cell(r['finetune_late_cost'])} | – |")
         lines += ["", "Lifetime target cost (`train/lifetime_cost`, exploration included) at the common target "
-                  "step of fine-tuning" + (" and scratch:" if tgt["scratch"] else " (no scratch arm):"), "",
+                  "step of fine-tuning" + (" and scratch" if tgt["scratch"] else " (no scratch arm)")
+                  + ", over each arm's finished runs (all its started runs while none has finished):", "",
                   "| method | common step | fine-tune | scratch | ratio fine-tune / scratch [95 % interval] |",
                   "| --- | --- | --- | --- | --- |"]
         for m, r in tgt["methods"].items():
