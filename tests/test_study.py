@@ -641,6 +641,18 @@ def test_status_shows_the_step_of_running_training_cells(tmp_path):
     # not running, its metrics count for nothing without a checkpoint (a study copied back from its export)
     text = status(out)
     assert "  source         0        0        1       0" in text and "remaining: 400 agent steps" in text
+    # the time left at the step time of the training cells the study finished itself: a fine-tune copied
+    # from another study counts for nothing; the source's train.py took 20 s for the 50 steps after its
+    # resume (its evaluation's 99 s not counted): 0.4 s per step
+    def done(cell: str, commands: list[tuple[str, float]], **extra) -> None:
+        (out / cell).mkdir(parents=True, exist_ok=True)
+        (out / cell / "done.json").write_text(json.dumps(
+            {"commands": [{"argv": ["python", f"/repo/{c}"], "wall_s": w} for c, w in commands], **extra}))
+
+    done("finetune/none/toy-hazard-colour/s0", [("train.py", 1.0)], resumed_from_step=None, reused_from="/x")
+    assert "measured" not in status(out)
+    done("source/none/s0", [("train.py", 20.0), ("evaluate.py", 99.0)], resumed_from_step=50)
+    assert "at 0.4 s per agent step (measured over 1 finished training cell(s) of this study)" in status(out)
 
 
 # ---------------------------------------------------------------- a study grows; it reuses another's source runs

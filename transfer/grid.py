@@ -157,14 +157,19 @@ def build(spec: dict, out: Path, python: str, device: str | None = None) -> list
     return cells
 
 
-def remaining(spec: dict, steps: int, cores: int) -> str:
-    """One line: ``steps`` agent steps of training left, in core-hours and hours on ``cores`` cores."""
-    step_s = STEP_SECONDS.get(spec.get("preset"))
+def remaining(spec: dict, steps: int, cores: int, measured: tuple[float, int] | None = None) -> str:
+    """One line: ``steps`` agent steps of training left, in core-hours and hours on ``cores`` cores, at
+    ``measured`` (seconds per agent step, from how many of the study's finished training cells) where
+    given, else at the preset's step time."""
+    if measured is not None:
+        step_s, source = measured[0], f"measured over {measured[1]} finished training cell(s) of this study"
+    else:
+        step_s, source = STEP_SECONDS.get(spec.get("preset")), f"preset {spec.get('preset')}"
     if step_s is None:
         return f"remaining: {steps:,} agent steps of training (no measured step time for preset {spec.get('preset')!r})"
     hours = steps * step_s / 3600
-    return (f"remaining: {steps:,} agent steps of training = {hours:.3g} core-hours at {step_s} s per agent step "
-            f"(preset {spec['preset']}), about {hours / max(cores, 1):.3g} h on {cores} cores; evaluations extra")
+    return (f"remaining: {steps:,} agent steps of training = {hours:.3g} core-hours at {step_s:.3g} s per agent step "
+            f"({source}), about {hours / max(cores, 1):.3g} h on {cores} cores; evaluations extra")
 
 
 def estimate(spec: dict, cells: list[Cell]) -> str:

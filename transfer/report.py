@@ -5,7 +5,8 @@ over seeds (10,000 resamples of the seeds with replacement, percentile interval,
 one seed) of: scratch final return / cost, zero-shot return / cost, fine-tuned final return / cost,
 their violation rates, both arms' late training evaluations (the last quarter of their steps), the
 lifetime target cost (``train/lifetime_cost``) of fine-tuning and of scratch at their common target
-step (over each arm's finished runs, or all its started runs while none has finished), and the ratio fine-tune / scratch (of the seed means, with its interval); the first
+step (over each arm's finished runs, or all its started runs while none has finished), and the ratio
+fine-tune / scratch (of the seed means, with its interval); the first
 target step at which a run's training evaluation met the budget (``eval/cost <= eval/budget``, and
 ``eval/return`` above the spec's do-nothing baseline where it gives one). Against the goals the study is
 measured by (``GOALS``): per target, fine-tuning's saving of lifetime cost over scratch and its final

@@ -540,12 +540,31 @@ def status(out: Path) -> str:
         lines.append(f"  {arm:<10} {n['done']:>5} {n['running']:>8} {n['pending']:>8} {n['failed']:>7}")
     total = {k: sum(n[k] for n in counts.values()) for k in ("done", "running", "pending", "failed")}
     lines.append(f"  {'total':<10} {total['done']:>5} {total['running']:>8} {total['pending']:>8} {total['failed']:>7}")
-    lines.append(grid.remaining(spec, steps_left, os.cpu_count() or 1))
+    lines.append(grid.remaining(spec, steps_left, os.cpu_count() or 1, measured_step_seconds(cells)))
     if running:
         lines += ["running training cells (last step in their metrics.jsonl):", *running]
     if failures:
         lines += ["failed cells (last stderr line):", *failures]
     return "\n".join(lines)
+
+
+def measured_step_seconds(cells: list[grid.Cell]) -> tuple[float, int] | None:
+    """Seconds per agent step of the training cells this study finished itself (each done.json's train.py
+    wall time over the steps it trained after any resume; runs copied from another study are left out),
+    and how many cells gave it; None before the first."""
+    seconds, steps, n = 0.0, 0, 0
+    for c in cells:
+        try:
+            done = json.loads((c.dir / cellmod.DONE).read_text()) if c.steps else None
+        except (OSError, ValueError):
+            continue
+        if not done or done.get("reused_from"):
+            continue
+        wall = sum(cmd["wall_s"] for cmd in done["commands"] if Path(cmd["argv"][1]).name == "train.py")
+        trained = c.steps - (done.get("resumed_from_step") or 0)
+        if wall > 0 and trained > 0:
+            seconds, steps, n = seconds + wall, steps + trained, n + 1
+    return (seconds / steps, n) if steps else None
 
 
 def _steps_done(c: grid.Cell, running: bool) -> int:
