@@ -176,13 +176,18 @@ def first_safe_step(records: list[dict], baseline: float | None) -> int | None:
     return None
 
 
+def finished(records: list[dict], planned_steps: int) -> bool:
+    """Whether a run's metrics reached its planned steps."""
+    return bool(records) and records[-1]["step"] >= planned_steps
+
+
 LATE = 0.25  # the last quarter of a run's steps: its late training evaluations
 
 
 def late_evaluations(records: list[dict], planned_steps: int) -> dict | None:
     """Mean eval/return and eval/cost of a finished run's training evaluations in its last quarter of
     steps (a steadier view than the one final checkpoint); None for an unfinished run."""
-    if not records or records[-1]["step"] < planned_steps:
+    if not finished(records, planned_steps):
         return None
     late = [r for r in records if "eval/cost" in r and r["step"] > (1 - LATE) * planned_steps]
     if not late:
@@ -196,8 +201,7 @@ def compared_runs(metrics: dict, planned_steps: int) -> dict:
     ``planned_steps``); while none has, every run that has started (an interim view at their common step).
     A run still going is left out once one has finished, so that it does not pull the common step back."""
     started = {s: m for s, m in metrics.items() if m}
-    finished = {s: m for s, m in started.items() if m[-1]["step"] >= planned_steps}
-    return finished or started
+    return {s: m for s, m in started.items() if finished(m, planned_steps)} or started
 
 
 def _late(runs: list[dict | None], key: str) -> dict:
