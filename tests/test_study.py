@@ -567,6 +567,10 @@ def test_study_end_to_end_killed_and_continued(tmp_path):
         again = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
         assert again.returncode == 0, again.stdout + again.stderr
         assert f"18 cells, {len(finished)} done, {18 - len(finished)} to run" in again.stdout, again.stdout
+        # the ETA starts from the step time of the training cells finished before the kill, not the preset's
+        trained = [d for d in finished if d.relative_to(out).parts[0] in ("source", "finetune", "scratch")]
+        assert f"s per agent step (measured over {len(trained)} finished training cell(s) of this study" \
+            in again.stdout, again.stdout
         assert _snapshot(list(before)) == before  # finished cells were not run again
         done = json.loads((ft / "done.json").read_text())
         assert done["resumed_from_step"] >= 100 and "--resume" in done["commands"][0]["argv"]

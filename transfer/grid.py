@@ -157,14 +157,19 @@ def build(spec: dict, out: Path, python: str, device: str | None = None) -> list
     return cells
 
 
+def step_time(spec: dict, measured: tuple[float, int] | None) -> tuple[float | None, str]:
+    """Seconds per agent step and where the figure comes from: ``measured`` (seconds per step, from how
+    many of the study's finished training cells) where given, else the preset's (None if it has none)."""
+    if measured is not None:
+        return measured[0], f"measured over {measured[1]} finished training cell(s) of this study"
+    return STEP_SECONDS.get(spec.get("preset")), f"preset {spec.get('preset')}"
+
+
 def remaining(spec: dict, steps: int, cores: int, measured: tuple[float, int] | None = None) -> str:
     """One line: ``steps`` agent steps of training left, in core-hours and hours on ``cores`` cores, at
     ``measured`` (seconds per agent step, from how many of the study's finished training cells) where
     given, else at the preset's step time."""
-    if measured is not None:
-        step_s, source = measured[0], f"measured over {measured[1]} finished training cell(s) of this study"
-    else:
-        step_s, source = STEP_SECONDS.get(spec.get("preset")), f"preset {spec.get('preset')}"
+    step_s, source = step_time(spec, measured)
     if step_s is None:
         return f"remaining: {steps:,} agent steps of training (no measured step time for preset {spec.get('preset')!r})"
     hours = steps * step_s / 3600

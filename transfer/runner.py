@@ -414,16 +414,17 @@ def _run(spec: dict, out: Path, cells: list[grid.Cell], address: str | None, max
         slots = int(ray.cluster_resources().get("CPU", 1))
         limit = min(max_parallel or 10**9, max(slots, 1))
         echo(f"ray: {slots} CPU(s) in the cluster; up to {limit} cells at a time")
-        preset_step_s = grid.STEP_SECONDS.get(spec.get("preset"))
-        first_guess = eta_seconds(todo, preset_step_s, 0.0, limit, {})
+        # the step time `status` uses: the study's finished training cells' (earlier sessions' included),
+        # read again as cells finish; the preset's before the first
+        step_s, step_source = grid.step_time(spec, measured_step_seconds(cells))
+        first_guess = eta_seconds(todo, step_s, 0.0, limit, {})
         if first_guess is not None:
-            echo(f"ETA {_fmt(first_guess)} at the preset's {preset_step_s} s per agent step (evaluations not "
-                 "counted); from the first finished cells on, at the step time measured here")
+            echo(f"ETA {_fmt(first_guess)} at {step_s:.3g} s per agent step ({step_source}; evaluations not "
+                 "counted until this session has finished one)")
         refs: dict[str, object] = {}  # submitted this session
         results: dict[str, dict] = {}
         started: dict[str, float] = {}
-        # seconds and agent steps (episodes) of the training (evaluation) cells finished here: the ETA's rates
-        timed = {"train": [0.0, 0], "eval": [0.0, 0]}
+        eval_s, episodes = 0.0, 0  # of the evaluation cells finished here: the ETA's rate for those left
         pending = list(todo)
         failed = 0
         t0 = time.monotonic()
@@ -470,18 +471,15 @@ def _run(spec: dict, out: Path, cells: list[grid.Cell], address: str | None, max
                 res = {"id": cid, "ok": False, "error": f"Ray task failed: {str(e).splitlines()[0]}"}
             results[cid] = res
             c = by_id[cid]
-            if res.get("ok") and not res.get("skipped"):
-                units = c.steps - (res.get("resumed_from_step") or 0) if c.steps else c.episodes
-                kind = timed["train" if c.steps else "eval"]
-                if units > 0:
-                    kind[0] += res.get("wall_s", time.monotonic() - started[cid])
-                    kind[1] += units
+            if res.get("ok") and not res.get("skipped") and not c.steps and c.episodes > 0:
+                eval_s += res.get("wall_s", time.monotonic() - started[cid])
+                episodes += c.episodes
             if not res.get("ok") and not res.get("skipped"):
                 failed += 1
             done = already + sum(1 for r in results.values() if r.get("ok"))
             left = [x for x in todo if x.id not in results]
-            (train_s, steps), (eval_s, episodes) = timed["train"], timed["eval"]
-            step_s = train_s / steps if steps else preset_step_s
+            if c.steps and res.get("ok"):
+                step_s, _ = grid.step_time(spec, measured_step_seconds(cells))
             guess = eta_seconds(left, step_s, eval_s / episodes if episodes else 0.0, limit,
                                 {cid: time.monotonic() - started[cid] for cid in in_flight.values()})
             eta = "ETA unknown" if guess is None else f"ETA {_fmt(guess)}"
