@@ -202,6 +202,9 @@ def test_first_safe_step_says_why_a_seed_has_none():
     arm = {"first_safe_step": {"0": 300, "1": None, "2": None, "3": None},
            "last_step": {"0": 300, "1": 600, "2": 250, "3": None}, "planned_steps": 600}
     assert report._steps(arm) == "s0: 300, s1: never, s2: not yet (at 250 of 600), s3: not run"
+    # a failed cell (its failed.json) is not "not yet": it will not go on until the study runs it again
+    arm["failed"] = {"0": False, "1": False, "2": True, "3": True}
+    assert report._steps(arm) == "s0: 300, s1: never, s2: failed (at 250 of 600), s3: failed"
 
 
 def test_report_goals_by_hand(tmp_path):

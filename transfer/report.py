@@ -239,6 +239,7 @@ def collect(study: Path) -> dict:
                 "final_violation_rate": aggregate([e and e["violation_rate"] for e in scratch_eval.values()]),
                 "first_safe_step": {s: first_safe_step(m, baseline) for s, m in scratch_metrics.items()},
                 "last_step": {s: _last_step(m) for s, m in scratch_metrics.items()},
+                "failed": {s: (d / FAILED).exists() for s, d in scratch_runs.items()},
                 "planned_steps": spec["scratch"]["steps"],
                 "curves": {s: {"lifetime_cost": _curve(m, "train/lifetime_cost"), "return": _curve(m, "eval/return")}
                            for s, m in scratch_metrics.items()}}
@@ -260,6 +261,7 @@ def collect(study: Path) -> dict:
                 "finetune_violation_rate": aggregate([e and e["violation_rate"] for e in ft_eval.values()]),
                 "first_safe_step": {s: first_safe_step(m, baseline) for s, m in ft_metrics.items()},
                 "last_step": {s: _last_step(m) for s, m in ft_metrics.items()},
+                "failed": {s: (d / FAILED).exists() for s, d in ft_dirs.items()},
                 "planned_steps": spec["target_steps"],
                 "curves": {s: {"lifetime_cost": _curve(m, "train/lifetime_cost"), "return": _curve(m, "eval/return")}
                            for s, m in ft_metrics.items()},
@@ -391,11 +393,14 @@ def _ratio(r: dict | None, fmt: str = ".3g") -> str:
 
 
 def _steps(arm: dict) -> str:
-    """Each seed's first safe step; without one, whether the run ended ("never"), is under way or never began."""
+    """Each seed's first safe step; without one, whether the run ended ("never"), failed (its cell's
+    failed.json: it stopped and will not go on until the study runs it again), is under way or never began."""
     def seed(s) -> str:
         step, last = arm["first_safe_step"][s], arm["last_step"][s]
         if step is not None:
             return str(step)
+        if arm.get("failed", {}).get(s):
+            return "failed" + (f" (at {last} of {arm['planned_steps']})" if last is not None else "")
         if last is None:
             return "not run"
         return "never" if last >= arm["planned_steps"] else f"not yet (at {last} of {arm['planned_steps']})"
