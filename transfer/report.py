@@ -399,11 +399,13 @@ def _steps(arm: dict) -> str:
         step, last = arm["first_safe_step"][s], arm["last_step"][s]
         if step is not None:
             return str(step)
-        if arm.get("failed", {}).get(s):
-            return "failed" + (f" (at {last} of {arm['planned_steps']})" if last is not None else "")
+        failed = arm.get("failed", {}).get(s)
         if last is None:
-            return "not run"
-        return "never" if last >= arm["planned_steps"] else f"not yet (at {last} of {arm['planned_steps']})"
+            return "failed" if failed else "not run"
+        at = f"(at {last} of {arm['planned_steps']})"
+        if failed:
+            return f"failed {at}"
+        return "never" if last >= arm["planned_steps"] else f"not yet {at}"
     return ", ".join(f"s{s}: {seed(s)}" for s in arm["first_safe_step"])
 
 
