@@ -19,7 +19,7 @@ LOCK = ".lock"
 CHECKPOINTS = "checkpoints"  # the run's snapshots: latest.pt, best.pt, replay_<step>.npz (slac.checkpoint)
 LATEST = "latest.pt"
 # what a run writes into its directory: --overwrite deletes a directory only if it holds nothing else
-RUN_FILES = {LOCK, "config.yaml", "metrics.jsonl", CHECKPOINTS, "tensorboard"}
+RUN_FILES = {LOCK, "config.yaml", "metrics.jsonl", "provenance.jsonl", CHECKPOINTS, "tensorboard"}
 
 
 def latest_path(run_dir: str | Path) -> Path:

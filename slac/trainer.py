@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 import envs
-from slac import checkpoint
+from slac import checkpoint, provenance
 from slac.agent import AgentBatch, SafeSACAgent
 from slac.agent_inputs import CleanInputs, LearnerInputs
 from slac.buffer import SequenceReplayBuffer
@@ -150,6 +150,7 @@ class Trainer:
                 self.env.load_state_dict(env_state)
 
         save_yaml(cfg, self.out_dir / "config.yaml")
+        provenance.record(self.out_dir, self.counters["step"], self.device)
         self.logger = Logger(self.out_dir, resume=resume_from["logger"] if resume_from is not None else None)
 
     # ----------------------------------------------------------------- state

@@ -852,8 +852,10 @@ def test_reuse_takes_real_runs_a_source_with_its_checkpoint_and_a_scratch_run_fr
     assert (out / ft / "metrics.jsonl").read_text() == (other / ft / "metrics.jsonl").read_text()
     assert any("training code" in ln or "cannot be compared" in ln for ln in lines)  # the code it was trained by
     scratch = out / "scratch/toy-hazard-colour/s0"
-    assert json.loads((scratch / "done.json").read_text())["reused_from"] == str(tmp_path / "exported" /
-                                                                                "scratch/toy-hazard-colour/s0")
+    scratch_done = json.loads((scratch / "done.json").read_text())
+    assert scratch_done["reused_from"] == str(tmp_path / "exported" / "scratch/toy-hazard-colour/s0")
+    # without its checkpoint, the code that trained it is read from the run's provenance.jsonl
+    assert scratch_done["code_version"] == checkpoint.code_version() != "unknown"
     assert (scratch / "final_eval.json").read_text() == (trained["scratch/toy-hazard-colour/s0"].dir /
                                                          "final_eval.json").read_text()
     assert runner.cell_state(next(c for c in cells if c.arm == "scratch"), out) == "done"

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from slac import checkpoint, config
+from slac import checkpoint, config, provenance
 from slac.errors import InputError
 from slac.latent import to_float
 from slac.logger import read_metrics
+from slac.networks import native_bf16
 from slac.run import RunRequest, make_trainer
 from slac.rundir import RunLock
 from slac.trainer import RunFailed, TrainingDiverged
@@ -231,6 +232,11 @@ def test_interrupted_and_resumed_run_is_bitwise_the_straight_run(straight_run, t
     assert checkpoint.load(out)["counters"]["step"] == stop_at
     make_trainer(RunRequest(resume=str(out)), progress=False).run()
     assert_same_run(straight_run, out)
+    # each start left a record of the code and machine it computed with, at the step it started from
+    starts = provenance.read(out)
+    assert [r["step"] for r in starts] == [0, stop_at]
+    assert all(r["code_version"] == checkpoint.code_version() and r["torch"] == torch.__version__
+               and r["device"] == "cpu" and r["native_bf16"] == native_bf16("cpu") and r["cpu"] for r in starts)
 
 
 def stop_after_step(trainer, step: int) -> None:

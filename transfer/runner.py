@@ -209,7 +209,7 @@ def _reusable(c: grid.Cell, src: Path, source_run: Path | None = None) -> tuple[
     (why not, ""). A fine-tune's config is resolved from ``source_run``, the run its source here is a
     copy of (this study's own may not be copied yet)."""
     from latent_adversary.config import RobustConfig
-    from slac import checkpoint, config
+    from slac import checkpoint, config, provenance
     from slac.errors import InputError
     from slac.run import RunRequest, new_run_config
 
@@ -221,7 +221,9 @@ def _reusable(c: grid.Cell, src: Path, source_run: Path | None = None) -> tuple[
     except InputError as e:
         if c.arm == "source" or not (src / "config.yaml").exists():
             return f"not reused, no usable checkpoint ({e})", ""
-        state = {"config": yaml.safe_load((src / "config.yaml").read_text()), "code_version": "unknown"}
+        trained_by = provenance.read(src)  # the code of the run's last start, where it recorded one
+        state = {"config": yaml.safe_load((src / "config.yaml").read_text()),
+                 "code_version": trained_by[-1].get("code_version", "unknown") if trained_by else "unknown"}
     request = dict(c.stages[0]["request"])
     if source_run is not None:
         request["checkpoint"] = str(source_run)
