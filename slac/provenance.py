@@ -48,15 +48,22 @@ def machine(device: torch.device) -> dict:
 def record(run_dir: str | Path, step: int, device: torch.device) -> dict:
     """Append this start's record (``step``: where the run starts, 0 unless it resumes) to the run's
     provenance.jsonl and return it."""
-    entry = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "step": int(step), **machine(device)}
-    with open(Path(run_dir) / FILE, "a") as f:
-        f.write(json.dumps(entry) + "\n")
+    entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": int(step), **machine(device)}
+    path = Path(run_dir) / FILE
+    torn = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+    with open(path, "a") as f:
+        f.write(("\n" if torn else "") + json.dumps(entry) + "\n")  # a torn last line stays apart
     return entry
 
 
 def read(run_dir: str | Path) -> list[dict]:
-    """The run's provenance records, oldest first ([] for a run written before they existed)."""
+    """The run's provenance records, oldest first ([] for a run written before they existed); a line
+    torn by a kill while it was written is left out."""
     path = Path(run_dir) / FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
