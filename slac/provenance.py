@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slac.checkpoint import code_version
 from slac.networks import native_bf16
 
 FILE = "provenance.jsonl"
@@ -37,20 +36,23 @@ def cpu_name() -> str:
 
 
 def machine(device: torch.device) -> dict:
-    """The code version, library versions and hardware a run computes with on ``device``."""
-    return {"code_version": code_version(), "python": platform.python_version(), "torch": torch.__version__,
+    """The library versions and hardware a run computes with on ``device``."""
+    return {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu_name(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "native_bf16": native_bf16(device.type)}
 
 
-def record(run_dir: str | Path, step: int, device: torch.device) -> dict:
-    """Append this start's record (``step``: where the run starts, 0 unless it resumes) to the run's
+def record(run_dir: str | Path, step: int, device: torch.device, code_version: str) -> dict:
+    """Append this start's record (``step``: where the run starts, 0 unless it resumes;
+    ``code_version``: slac.checkpoint.code_version(), which the trainer has already) to the run's
     provenance.jsonl and return it."""
-    entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": int(step), **machine(device)}
+    entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": int(step), "code_version": code_version,
+             **machine(device)}
     path = Path(run_dir) / FILE
-    torn = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+    previous = path.read_bytes() if path.exists() else b""
+    torn = previous and not previous.endswith(b"\n")
     with open(path, "a") as f:
         f.write(("\n" if torn else "") + json.dumps(entry) + "\n")  # a torn last line stays apart
     return entry

@@ -150,7 +150,7 @@ class Trainer:
                 self.env.load_state_dict(env_state)
 
         save_yaml(cfg, self.out_dir / "config.yaml")
-        provenance.record(self.out_dir, self.counters["step"], self.device)
+        provenance.record(self.out_dir, self.counters["step"], self.device, self.code_version)
         self.logger = Logger(self.out_dir, resume=resume_from["logger"] if resume_from is not None else None)
 
     # ----------------------------------------------------------------- state

@@ -563,10 +563,10 @@ def test_sigterm_while_starting_up_saves_at_step_zero(tmp_path):
 
 
 def test_provenance_keeps_each_start_and_leaves_out_a_torn_line(tmp_path):
-    first = provenance.record(tmp_path, 0, torch.device("cpu"))
+    first = provenance.record(tmp_path, 0, torch.device("cpu"), "abc1234")
     with open(tmp_path / provenance.FILE, "a") as f:
         f.write('{"started": "2026-')  # a kill while the next start wrote its line
     assert provenance.read(tmp_path) == [first]
-    resumed = provenance.record(tmp_path, 100, torch.device("cpu"))  # begins a line of its own
+    resumed = provenance.record(tmp_path, 100, torch.device("cpu"), "abc1234")  # begins a line of its own
     assert provenance.read(tmp_path) == [first, resumed]
     assert provenance.read(tmp_path / "no-such-run") == []
